@@ -1,0 +1,122 @@
+"""`lsal`: run the backend (server + worker), or either part alone."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+from backend.settings import Settings, get_settings
+
+
+def _logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _shared_env(settings: Settings) -> dict[str, str]:
+    """Environment for child processes: the Redis URL resolved once, so all of them share it."""
+    from backend.jobs.connection import redis_url
+
+    env = dict(os.environ)
+    env["REDIS_URL"] = redis_url(settings)
+    return env
+
+
+def gunicorn_command(settings: Settings, workers: int | None = None) -> list[str]:
+    workers = workers or settings.web_workers
+    return [
+        sys.executable, "-m", "gunicorn",
+        "--bind", f"{settings.host}:{settings.port}",
+        "--workers", str(workers),
+        "--worker-class", "gthread",
+        "--threads", "8",
+        "--timeout", "120",
+        "--access-logfile", "-",
+        "backend.server.wsgi:app",
+    ]  # fmt: skip
+
+
+def _multiproc_env(settings: Settings, env: dict[str, str], workers: int) -> None:
+    if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in env:
+        directory = settings.data_dir.resolve() / "prometheus"
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(parents=True)
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+
+
+def serve(settings: Settings) -> int:
+    env = _shared_env(settings)
+    _multiproc_env(settings, env, settings.web_workers)
+    return subprocess.call(gunicorn_command(settings), env=env)
+
+
+def worker(settings: Settings, burst: bool = False) -> int:
+    from rq import Worker
+
+    import backend.jobs.training  # noqa: F401  imported once here, not in every forked job
+    from backend.jobs.connection import connect
+
+    _logging(settings)
+    conn = connect(settings)
+    rq_worker = Worker([settings.queue_name], connection=conn)
+    rq_worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level.upper())
+    return 0
+
+
+def run(settings: Settings) -> int:
+    """Server and one worker on the embedded defaults; stops both when either stops or on Ctrl-C."""
+    _logging(settings)
+    env = _shared_env(settings)
+    _multiproc_env(settings, env, settings.web_workers)
+    log = logging.getLogger("lsal")
+    log.info("Redis at %s; models in %s", env["REDIS_URL"], settings.models_path.resolve())
+    children = [
+        subprocess.Popen([sys.executable, "-m", "backend.cli", "worker"], env=env),
+        subprocess.Popen(gunicorn_command(settings), env=env),
+    ]
+    log.info("backend on http://%s:%s (worker pid %s)", settings.host, settings.port, children[0].pid)
+
+    def stop(*_: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+    finally:
+        stop()
+        for child in children:
+            try:
+                child.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                child.kill()
+    return max(child.returncode or 0 for child in children)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lsal", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="server + worker on embedded defaults (what `make run` does)")
+    sub.add_parser("serve", help="the HTTP server only (gunicorn)")
+    work = sub.add_parser("worker", help="one rq worker; start more, on more machines, to scale out")
+    work.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    if args.command == "run":
+        return run(settings)
+    if args.command == "serve":
+        return serve(settings)
+    return worker(settings, burst=args.burst)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

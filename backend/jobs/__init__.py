@@ -1,0 +1,1 @@
+"""rq wiring: the Redis connection, queues, coalescing and the job functions."""

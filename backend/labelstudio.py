@@ -1,0 +1,132 @@
+"""The one place that talks to Label Studio, through label-studio-sdk.
+
+LS is the source of truth for labels: training reads annotations from here, never from webhook bodies
+(a webhook can be lost, repeated or arrive out of order; the task list cannot).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import httpx
+from label_studio_sdk import LabelStudio as _SDK
+from label_studio_sdk.core.api_error import ApiError
+
+log = logging.getLogger(__name__)
+
+
+class LabelStudioError(RuntimeError):
+    """LS is unreachable, refused our key, or answered something we cannot use."""
+
+
+def _as_dict(item: Any) -> dict[str, Any]:
+    if isinstance(item, Mapping):
+        return dict(item)
+    return item.model_dump() if hasattr(item, "model_dump") else dict(item)
+
+
+class LabelStudio:
+    def __init__(self, url: str, api_key: str, page_size: int = 500, timeout: float = 60.0) -> None:
+        if not url or not api_key:
+            raise LabelStudioError(
+                "LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY must be set for the backend to read labels"
+            )
+        self.url = url.rstrip("/")
+        self.page_size = page_size
+        self.sdk = _SDK(base_url=self.url, api_key=api_key, timeout=timeout)
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ApiError as exc:
+            if exc.status_code in (401, 403):
+                raise LabelStudioError(
+                    f"{what}: Label Studio at {self.url} refused the API key ({exc.status_code}): {exc.body}"
+                ) from exc
+            if exc.status_code == 404:
+                raise LabelStudioError(f"{what}: not found in Label Studio at {self.url}") from exc
+            raise LabelStudioError(f"{what}: Label Studio answered {exc.status_code}: {exc.body}") from exc
+        except httpx.HTTPError as exc:
+            raise LabelStudioError(f"{what}: cannot reach Label Studio at {self.url}: {exc}") from exc
+
+    def label_config(self, project_id: int) -> str:
+        project = self._call(f"project {project_id}", self.sdk.projects.get, id=project_id)
+        return str(project.label_config)
+
+    def iter_annotated_tasks(self, project_id: int) -> Iterator[dict[str, Any]]:
+        """Every task that has at least one annotation, as plain dicts (id, data, annotations), paged."""
+        pager = self._call(
+            f"tasks of project {project_id}",
+            self.sdk.tasks.list,
+            project=project_id,
+            fields="all",
+            only_annotated=True,
+            page_size=self.page_size,
+        )
+        try:
+            for task in pager:
+                yield {
+                    "id": task.id,
+                    "data": dict(task.data or {}),
+                    "annotations": [_as_dict(a) for a in (task.annotations or [])],
+                }
+        except (ApiError, httpx.HTTPError) as exc:
+            raise LabelStudioError(f"reading tasks of project {project_id} failed: {exc}") from exc
+
+    def connect_backend(
+        self,
+        project_id: int,
+        backend_url: str,
+        title: str,
+        basic_auth: tuple[str, str] | None = None,
+        webhook_headers: Mapping[str, str] | None = None,
+        webhook_actions: Sequence[str] = (),
+    ) -> int:
+        """Connect our backend to a project and make its webhook authenticate; returns the ML backend id.
+
+        LS runs /health and /setup while creating the connection and fails loudly if they fail. It also
+        creates a webhook to <url>/webhook without any headers, which a protected backend would refuse:
+        that one is replaced by a webhook that carries `webhook_headers`. Safe to run twice.
+        """
+        backend_url = backend_url.rstrip("/")
+        existing = [b for b in self._call("ML backends", self.sdk.ml.list, project=project_id) if b.url == backend_url]
+        auth: dict[str, Any] = {}
+        if basic_auth:
+            auth = {
+                "auth_method": "BASIC_AUTH",
+                "basic_auth_user": basic_auth[0],
+                "basic_auth_pass": basic_auth[1],
+            }
+        if existing:
+            backend_id = int(existing[0].id)
+            self._call("ML backend update", self.sdk.ml.update, id=backend_id, title=title, **auth)
+        else:
+            created = self._call(
+                "connecting the ML backend",
+                self.sdk.ml.create,
+                project=project_id,
+                url=backend_url,
+                title=title,
+                is_interactive=False,
+                **auth,
+            )
+            backend_id = int(created.id)
+        webhook_url = f"{backend_url}/webhook"
+        for hook in self._call("webhooks", self.sdk.webhooks.list, project=str(project_id)):
+            if hook.url == webhook_url:
+                self._call("webhook delete", self.sdk.webhooks.delete, id=hook.id)
+        hook_args: dict[str, Any] = {"send_for_all_actions": True}
+        if webhook_actions:
+            hook_args = {"send_for_all_actions": False, "actions": list(webhook_actions)}
+        self._call(
+            "webhook create",
+            self.sdk.webhooks.create,
+            url=webhook_url,
+            project=project_id,
+            send_payload=True,
+            headers=dict(webhook_headers or {}),
+            **hook_args,
+        )
+        return backend_id

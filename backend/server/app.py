@@ -1,0 +1,235 @@
+"""Flask routes: thin, JSON in and out, errors always as JSON."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from functools import lru_cache
+from typing import Any
+
+import redis
+from flask import Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from backend import __version__
+from backend.jobs import stats
+from backend.jobs.connection import connect
+from backend.jobs.queue import TrainingQueue
+from backend.labeling import TaskSpec, UnsupportedLabelConfig, parse_label_config
+from backend.server import metrics
+from backend.server.protocol import (
+    IGNORED_ACTIONS,
+    KNOWN_ACTIONS,
+    PROJECT_DELETED,
+    TRAINING_ACTIONS,
+    ProtocolError,
+    predict_tasks,
+    project_ref,
+)
+from backend.server.registry import ModelRegistry
+from backend.settings import Settings, get_settings
+from backend.student import ModelStore
+
+log = logging.getLogger(__name__)
+
+WEBHOOK_SECRET_HEADER = "X-Webhook-Secret"
+UNTRAINED = "untrained"
+
+
+@lru_cache(maxsize=256)
+def _spec_for(label_config: str) -> TaskSpec:
+    return parse_label_config(label_config)
+
+
+def spec_for(label_config: Any) -> TaskSpec:
+    if not isinstance(label_config, str):
+        raise ProtocolError("a label config (XML string) is required", status=422)
+    try:
+        return _spec_for(label_config)
+    except UnsupportedLabelConfig as exc:
+        raise ProtocolError(str(exc), status=422) from exc
+
+
+class Backend:
+    """What the routes share: settings, the model registry, and (lazily) Redis and the queue."""
+
+    def __init__(self, settings: Settings, conn: redis.Redis | None = None) -> None:
+        self.settings = settings
+        self.store = ModelStore(settings.models_path, keep=settings.keep_model_versions)
+        self.registry = ModelRegistry(self.store)
+        self._conn = conn
+        self._queue: TrainingQueue | None = None
+        self.schemas: dict[int, str] = {}
+
+    @property
+    def conn(self) -> redis.Redis:
+        if self._conn is None:
+            self._conn = connect(self.settings)
+        return self._conn
+
+    @property
+    def queue(self) -> TrainingQueue:
+        if self._queue is None:
+            self._queue = TrainingQueue(self.conn, self.settings)
+        return self._queue
+
+
+def _json_body() -> dict[str, Any]:
+    body = request.get_json(silent=True, force=True)
+    if body is None:
+        raise ProtocolError("the request body must be JSON")
+    if not isinstance(body, dict):
+        raise ProtocolError("the request body must be a JSON object")
+    return body
+
+
+def _authorized(settings: Settings, webhook: bool) -> bool:
+    if webhook and settings.webhook_secret:
+        given = request.headers.get(WEBHOOK_SECRET_HEADER, "")
+        if given and hmac.compare_digest(given.encode(), settings.webhook_secret.encode()):
+            return True
+    if not settings.auth_enabled:
+        return not (webhook and settings.webhook_secret)
+    auth = request.authorization
+    return bool(
+        auth
+        and auth.type == "basic"
+        and hmac.compare_digest((auth.username or "").encode(), (settings.basic_auth_user or "").encode())
+        and hmac.compare_digest((auth.password or "").encode(), (settings.basic_auth_pass or "").encode())
+    )
+
+
+def create_app(settings: Settings | None = None, conn: redis.Redis | None = None) -> Flask:
+    settings = settings or get_settings()
+    app = Flask(__name__)
+    backend = Backend(settings, conn)
+    app.extensions["lsal"] = backend
+
+    @app.before_request
+    def _start() -> Response | None:
+        g.started = time.perf_counter()
+        if not _authorized(settings, webhook=request.path.rstrip("/") == "/webhook"):
+            response = jsonify(error="unauthorized", message="basic auth (or the webhook secret) is required")
+            response.status_code = 401
+            response.headers["WWW-Authenticate"] = 'Basic realm="lsal"'
+            return response
+        return None
+
+    @app.after_request
+    def _observe(response: Response) -> Response:
+        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        metrics.observe_request(route, request.method, response.status_code, time.perf_counter() - g.started)
+        return response
+
+    @app.errorhandler(ProtocolError)
+    def _protocol_error(exc: ProtocolError) -> tuple[Response, int]:
+        return jsonify(error="bad_request" if exc.status == 400 else "unprocessable", message=str(exc)), exc.status
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> tuple[Response, int]:
+        return jsonify(error=exc.name.lower().replace(" ", "_"), message=exc.description), exc.code or 500
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> tuple[Response, int]:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return jsonify(error="internal_error", message=f"{type(exc).__name__}: {exc}"), 500
+
+    @app.get("/")
+    @app.get("/health")
+    def health() -> Response:
+        return jsonify(status="UP", model_class="StudentModel", version=__version__)
+
+    @app.post("/setup")
+    def setup() -> Response:
+        body = _json_body()
+        ref = project_ref(body.get("project"))
+        schema = body.get("schema")
+        if schema is not None:
+            spec_for(schema)  # a config we cannot serve is refused at connect time, with the reason
+            backend.schemas[ref.id] = schema
+        if ref.uid and backend.store.bind_project_uid(ref.id, ref.uid):
+            backend.registry.forget(ref.id)
+            log.warning("project %s was re-created in LS (%s): older models archived", ref.id, ref.uid)
+        if body.get("hostname") and body.get("access_token"):
+            try:
+                stats.remember_ls_access(backend.conn, ref.id, body["hostname"], body["access_token"])
+            except redis.RedisError:
+                log.warning("could not record LS access for project %s: Redis unavailable", ref.id)
+        return jsonify(model_version=backend.registry.current_version(ref.id) or UNTRAINED)
+
+    @app.post("/validate")
+    def validate() -> Response:
+        body = _json_body()
+        spec = spec_for(body.get("config"))
+        return jsonify(status="ok", control=spec.from_name, labels=list(spec.labels), multi_label=spec.multi_label)
+
+    @app.post("/predict")
+    def predict() -> Response:
+        body = _json_body()
+        tasks = body.get("tasks")
+        if not isinstance(tasks, list):
+            raise ProtocolError("'tasks' must be a list of Label Studio tasks")
+        if not tasks:
+            return jsonify(results=[], model_version=None)
+        project = body.get("project")
+        if project is None and isinstance(tasks[0], dict):
+            project = tasks[0].get("project")
+        ref = project_ref(project)
+        label_config = body.get("label_config") or backend.schemas.get(ref.id)
+        if label_config is None:
+            raise ProtocolError(
+                f"no label config for project {ref.id}: send 'label_config' or call /setup first", status=422
+            )
+        spec = spec_for(label_config)
+        stored = backend.registry.get(ref.id)
+        model = stored.model if stored is not None else None
+        version = stored.version if stored is not None else None
+        results = predict_tasks(tasks, spec, model, version)
+        metrics.PREDICTED_TASKS.inc(sum(1 for r in results if r))
+        return jsonify(results=results, model_version=version or UNTRAINED)
+
+    @app.post("/webhook")
+    def webhook() -> tuple[Response, int]:
+        body = _json_body()
+        action = body.get("action")
+        if not isinstance(action, str) or not action:
+            raise ProtocolError("'action' is required")
+        if action not in KNOWN_ACTIONS:
+            raise ProtocolError(f"unknown action {action!r}; known: {', '.join(sorted(KNOWN_ACTIONS))}")
+        metrics.WEBHOOKS.labels(action=action).inc()
+        if action in IGNORED_ACTIONS:
+            return jsonify(status="ignored", action=action), 200
+        ref = project_ref(body.get("project"))
+        if action == PROJECT_DELETED:
+            backend.registry.forget(ref.id)
+            archived = backend.store.archive_project(ref.id)
+            return jsonify(status="archived" if archived else "ignored", action=action), 200
+        assert action in TRAINING_ACTIONS
+        try:
+            queued = backend.queue.request(ref.id, reason=action)
+        except redis.RedisError as exc:
+            log.error("cannot queue training for project %s: %s", ref.id, exc)
+            return jsonify(error="queue_unavailable", message=f"Redis is unavailable: {exc}"), 503
+        return jsonify(action=action, project=ref.id, **queued), 201
+
+    @app.post("/train")
+    def train() -> tuple[Response, int]:
+        """Older LS editions call /train instead of sending START_TRAINING to /webhook."""
+        body = _json_body()
+        ref = project_ref(body.get("project"))
+        return jsonify(project=ref.id, **backend.queue.request(ref.id, reason="train")), 201
+
+    @app.route("/versions", methods=["GET", "POST"])
+    def versions() -> Response:
+        body = request.get_json(silent=True, force=True) or {}
+        project = body.get("project") if isinstance(body, dict) else None
+        ref = project_ref(project if project is not None else request.args.get("project"))
+        return jsonify(versions=backend.store.versions(ref.id), current=backend.registry.current_version(ref.id))
+
+    @app.get("/metrics")
+    def metrics_route() -> Response:
+        payload, content_type = metrics.render(backend)
+        return Response(payload, content_type=content_type)
+
+    return app

@@ -1,0 +1,102 @@
+"""Prometheus metrics: request counters in-process, state (models, jobs, labels) read at scrape time.
+
+State comes from the model store and Redis rather than from counters, so it is right whichever web
+process answers the scrape and includes what the rq workers did. With several gunicorn processes the
+request counters use prometheus_client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set by `lsal serve`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from backend.jobs import stats
+
+if TYPE_CHECKING:
+    from backend.server.app import Backend
+
+log = logging.getLogger(__name__)
+
+REQUESTS = Counter("lsal_http_requests", "HTTP requests", ["route", "method", "status"])
+LATENCY = Histogram(
+    "lsal_http_request_duration_seconds",
+    "HTTP request latency",
+    ["route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+PREDICTED_TASKS = Counter("lsal_predicted_tasks", "Tasks that got a prediction from /predict")
+WEBHOOKS = Counter("lsal_webhooks", "Webhook events received", ["action"])
+
+
+def observe_request(route: str, method: str, status: int, seconds: float) -> None:
+    REQUESTS.labels(route=route, method=method, status=str(status)).inc()
+    LATENCY.labels(route=route).observe(seconds)
+
+
+class StateCollector:
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    def collect(self) -> Iterator[Metric]:
+        store = self.backend.store
+        info = GaugeMetricFamily("lsal_model_info", "Current model version per project", labels=["project", "version"])
+        labelled = GaugeMetricFamily(
+            "lsal_labelled_tasks", "Labelled tasks the current model was trained on", labels=["project"]
+        )
+        versions = GaugeMetricFamily("lsal_model_versions_stored", "Model versions kept on disk", labels=["project"])
+        for project_id in store.projects():
+            version = store.latest_version(project_id)
+            if version is None:
+                continue
+            info.add_metric([str(project_id), version], 1)
+            meta = store.meta(project_id, version)
+            if "labelled" in meta:
+                labelled.add_metric([str(project_id)], float(meta["labelled"]))
+            versions.add_metric([str(project_id)], len(store.versions(project_id)))
+        yield info
+        yield labelled
+        yield versions
+        try:
+            counts = self.backend.queue.counts()
+            runs = stats.training_runs(self.backend.conn)
+        except Exception as exc:  # Redis down: report it rather than fail the scrape
+            log.warning("metrics: Redis unavailable: %s", exc)
+            up = GaugeMetricFamily("lsal_redis_up", "Whether Redis answered this scrape")
+            up.add_metric([], 0)
+            yield up
+            return
+        up = GaugeMetricFamily("lsal_redis_up", "Whether Redis answered this scrape")
+        up.add_metric([], 1)
+        yield up
+        jobs = GaugeMetricFamily("lsal_jobs", "rq jobs by state", labels=["state"])
+        for state, count in counts.items():
+            jobs.add_metric([state], count)
+        yield jobs
+        trainings = CounterMetricFamily("lsal_training_runs", "Training jobs by outcome", labels=["status"])
+        for status, count in runs.items():
+            trainings.add_metric([status], count)
+        yield trainings
+
+
+def render(backend: Backend) -> tuple[bytes, str]:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        base = CollectorRegistry()
+        MultiProcessCollector(base)
+    else:
+        base = REGISTRY
+    state = CollectorRegistry(auto_describe=False)
+    state.register(StateCollector(backend))
+    return generate_latest(base) + generate_latest(state), CONTENT_TYPE_LATEST

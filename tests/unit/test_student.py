@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+from backend.student import ModelStore, StudentModel, decide
+from tests.helpers import NEGATIVE, POSITIVE
+
+
+def _fitted() -> StudentModel:
+    texts = POSITIVE + NEGATIVE
+    targets = [("Positive",)] * len(POSITIVE) + [("Negative",)] * len(NEGATIVE)
+    return StudentModel(["Positive", "Negative", "Neutral"]).fit(texts, targets)
+
+
+def test_single_label_predictions_follow_the_text_and_scores_vary() -> None:
+    model = _fitted()
+    predictions = model.predict(["love it, great and wonderful", "hate it, awful and terrible", "a chair"])
+    assert predictions[0].labels == ("Positive",)
+    assert predictions[1].labels == ("Negative",)
+    scores = [p.score for p in predictions]
+    assert all(0.0 < s <= 1.0 for s in scores)
+    assert len({round(s, 6) for s in scores}) == 3
+    # the unseen label gets a column of zeros, and each row is a distribution
+    proba = model.predict_proba(["love it"])
+    assert proba.shape == (1, 3) and proba[0, 2] == 0.0
+    assert proba.sum() == pytest.approx(1.0)
+
+
+def test_multi_label_with_sample_weights() -> None:
+    texts = [
+        "football match goal",
+        "election vote parliament",
+        "football and election",
+        "new laptop chip",
+        "goal in the match",
+        "parliament debate vote",
+        "chip and laptop launch",
+        "match vote",
+    ]
+    targets = [("Sports",), ("Politics",), ("Sports", "Politics"), ("Tech",),
+               ("Sports",), ("Politics",), ("Tech",), ("Sports", "Politics")]  # fmt: skip
+    model = StudentModel(["Sports", "Politics", "Tech", "Never"], multi_label=True).fit(
+        texts, targets, sample_weight=[1.0] * 7 + [0.5]
+    )
+    proba = model.predict_proba(["football goal"])
+    assert proba.shape == (1, 4)
+    assert proba[0, 3] == 0.0  # a label never seen on is a constant 0
+    prediction = model.predict(["football goal"])[0]
+    assert "Sports" in prediction.labels
+    assert 0.0 < prediction.score < 1.0
+
+
+def test_decide_multi_label_scores_the_whole_set() -> None:
+    labels = ["a", "b", "c"]
+    prediction = decide(np.array([0.9, 0.2, 0.6]), labels, multi_label=True)
+    assert prediction.labels == ("a", "c")
+    assert prediction.score == pytest.approx(0.9 * 0.8 * 0.6)
+    # nothing above 0.5: the most likely label alone
+    assert decide(np.array([0.1, 0.4, 0.3]), labels, multi_label=True).labels == ("b",)
+    single = decide(np.array([0.2, 0.5, 0.3]), labels, multi_label=False)
+    assert (single.labels, single.score) == (("b",), 0.5)
+
+
+@pytest.mark.parametrize(
+    ("texts", "targets", "message"),
+    [
+        (["a", "b"], [("Positive",), ("Positive",)], "two distinct labels"),
+        (["a"], [("Positive",), ("Negative",)], "1 texts but 2 targets"),
+        (["a", "b"], [("Positive",), ("Other",)], "not in the config"),
+    ],
+)
+def test_fit_refuses_what_it_cannot_learn(texts: list[str], targets: list[tuple[str, ...]], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        StudentModel(["Positive", "Negative"]).fit(texts, targets)
+
+
+def test_unfitted_model_says_so() -> None:
+    with pytest.raises(RuntimeError, match="not fitted"):
+        StudentModel(["a", "b"]).predict(["x"])
+
+
+def test_store_versions_are_atomic_monotonic_and_pruned(tmp_path) -> None:
+    store = ModelStore(tmp_path, keep=2)
+    assert store.load(7) is None and store.latest_version(7) is None
+    model = _fitted()
+    versions = [store.save(7, model, {"labelled": n}) for n in (10, 20, 30)]
+    assert [v.split("-")[0] for v in versions] == ["v1", "v2", "v3"]
+    assert store.latest_version(7) == versions[-1]
+    assert store.versions(7) == versions[1:]  # the oldest was pruned
+    loaded = store.load(7)
+    assert loaded is not None and loaded.version == versions[-1] and loaded.meta["labelled"] == 30
+    assert loaded.model.predict(["love it"])[0].labels == ("Positive",)
+    assert not list((tmp_path / "project-7").glob("*.tmp"))
+    assert store.projects() == [7]
+    # a restarted process continues the sequence from disk
+    assert ModelStore(tmp_path, keep=2).save(7, model).startswith("v4-")
+    with pytest.raises(ValueError):
+        store.load(7, "../../etc/passwd")
+
+
+def test_store_survives_a_crash_mid_write(tmp_path, monkeypatch) -> None:
+    store = ModelStore(tmp_path)
+    first = store.save(1, _fitted())
+
+    def explode(*_: object, **__: object) -> bytes:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pickle, "dumps", explode)
+    with pytest.raises(OSError):
+        store.save(1, _fitted())
+    monkeypatch.undo()
+    assert store.latest_version(1) == first
+    assert store.load(1) is not None
+
+
+def test_recreated_project_archives_old_models(tmp_path) -> None:
+    store = ModelStore(tmp_path)
+    assert store.bind_project_uid(3, "3.1000") is False
+    store.save(3, _fitted())
+    assert store.bind_project_uid(3, "3.1000") is False
+    assert store.bind_project_uid(3, "3.2000") is True  # same id, new LS project
+    assert store.latest_version(3) is None
+    assert list(tmp_path.glob("archived-project-3-*"))
