@@ -18,7 +18,15 @@ log = logging.getLogger(__name__)
 
 
 class LabelStudioError(RuntimeError):
-    """LS is unreachable, refused our key, or answered something we cannot use."""
+    """LS is unreachable, refused our key, or answered something we cannot use.
+
+    `transient` errors (LS down, timeouts, 5xx) are worth retrying; a refused key or a missing
+    project is not.
+    """
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 def _as_dict(item: Any) -> dict[str, Any]:
@@ -47,9 +55,12 @@ class LabelStudio:
                 ) from exc
             if exc.status_code == 404:
                 raise LabelStudioError(f"{what}: not found in Label Studio at {self.url}") from exc
-            raise LabelStudioError(f"{what}: Label Studio answered {exc.status_code}: {exc.body}") from exc
+            raise LabelStudioError(
+                f"{what}: Label Studio answered {exc.status_code}: {exc.body}",
+                transient=exc.status_code is None or exc.status_code >= 500 or exc.status_code == 429,
+            ) from exc
         except httpx.HTTPError as exc:
-            raise LabelStudioError(f"{what}: cannot reach Label Studio at {self.url}: {exc}") from exc
+            raise LabelStudioError(f"{what}: cannot reach Label Studio at {self.url}: {exc}", transient=True) from exc
 
     def label_config(self, project_id: int) -> str:
         project = self._call(f"project {project_id}", self.sdk.projects.get, id=project_id)
@@ -73,7 +84,7 @@ class LabelStudio:
                     "annotations": [_as_dict(a) for a in (task.annotations or [])],
                 }
         except (ApiError, httpx.HTTPError) as exc:
-            raise LabelStudioError(f"reading tasks of project {project_id} failed: {exc}") from exc
+            raise LabelStudioError(f"reading tasks of project {project_id} failed: {exc}", transient=True) from exc
 
     def connect_backend(
         self,

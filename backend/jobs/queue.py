@@ -7,7 +7,7 @@ from typing import Any
 
 import redis
 from rq import Queue, Retry
-from rq.dependency import Dependency
+from rq.job import Dependency
 
 from backend.jobs.coalesce import RedisSlots, TrainingCoalescer
 from backend.settings import Settings

@@ -17,6 +17,8 @@ def record_training(conn: Any, project_id: int, result: dict[str, Any]) -> None:
         fields["labelled"] = int(result["labelled"])
     if "fit_seconds" in result:
         fields["fit_seconds"] = float(result["fit_seconds"])
+    if "error" in result:
+        fields["last_error"] = str(result["error"])[:2000]
     if "version" in result:
         fields["version"] = str(result["version"])
     pipe.hset(f"{_PREFIX}:project:{int(project_id)}", mapping=fields)

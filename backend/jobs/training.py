@@ -18,7 +18,7 @@ from backend.jobs import stats
 from backend.jobs.connection import connect
 from backend.jobs.queue import coalescer_for
 from backend.labeling import parse_label_config, training_examples
-from backend.labelstudio import LabelStudio
+from backend.labelstudio import LabelStudio, LabelStudioError
 from backend.settings import Settings, get_settings
 from backend.student import ModelStore, StudentModel
 
@@ -118,6 +118,8 @@ def train_project(project_id: int, reason: str = "") -> dict[str, Any]:
             result = run_training(project_id, ls, store, settings.min_annotations, reason, progress)
     except Exception as exc:
         stats.record_training(conn, project_id, {"status": "failed", "error": str(exc)})
+        if job is not None and not (isinstance(exc, LabelStudioError) and exc.transient):
+            job.retries_left = 0  # a refused key or an unsupported config fails the same way next time
         raise
     finally:
         coalescer.finished(project_id, job_id)
