@@ -112,7 +112,16 @@ class LabelStudio:
             }
         if existing:
             backend_id = int(existing[0].id)
-            self._call("ML backend update", self.sdk.ml.update, id=backend_id, title=title, **auth)
+            # LS 1.23 answers 500 to a PATCH without url and project (its checks re-run on them)
+            self._call(
+                "ML backend update",
+                self.sdk.ml.update,
+                id=backend_id,
+                url=backend_url,
+                project=project_id,
+                title=title,
+                **auth,
+            )
         else:
             created = self._call(
                 "connecting the ML backend",

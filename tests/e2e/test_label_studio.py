@@ -148,3 +148,36 @@ def test_predict_refuses_bad_input_over_real_http(backend_for_ls: BackendProcess
         timeout=5,
     )
     assert hook.status_code == 400 and "unknown action" in hook.json()["message"]
+
+
+def test_ops_connect_is_safe_to_run_twice(label_studio: LabelStudioServer, backend_for_ls: BackendProcess) -> None:
+    import os
+    import subprocess
+    import sys
+
+    ls = label_studio.sdk()
+    template = (ROOT / "label_configs" / "text_classification_multi.xml").read_text()
+    project = ls.projects.create(title=f"ops {uuid.uuid4().hex[:8]}", label_config=template)
+    env = {
+        **os.environ,
+        "LABEL_STUDIO_URL": label_studio.url,
+        "LABEL_STUDIO_API_KEY": label_studio.token,
+        "BASIC_AUTH_USER": backend_for_ls.auth[0],
+        "BASIC_AUTH_PASS": backend_for_ls.auth[1],
+        "WEBHOOK_SECRET": backend_for_ls.webhook_secret,
+    }
+    command = [sys.executable, "-m", "sdk_scripts.cli", "connect", "--backend-url", backend_for_ls.url]
+    for _ in range(2):
+        done = subprocess.run([*command, "--project", str(project.id)], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    assert len(ls.ml.list(project=project.id)) == 1
+    hooks = [h for h in ls.webhooks.list(project=str(project.id)) if h.url == f"{backend_for_ls.url}/webhook"]
+    assert len(hooks) == 1 and hooks[0].headers == {"X-Webhook-Secret": backend_for_ls.webhook_secret}
+
+    missing = subprocess.run([*command, "--project", "999999"], env=env, capture_output=True, text=True)
+    assert missing.returncode == 2 and "not found" in missing.stderr
+    refused = subprocess.run(
+        [*command, "--project", str(project.id)], env={**env, "LABEL_STUDIO_API_KEY": "wrong"}, capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "refused the API key" in refused.stderr

@@ -1,0 +1,1 @@
+"""`lsal-ops`: commands for the people who run annotation projects."""
