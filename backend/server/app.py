@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import threading
 import time
 from functools import lru_cache
 from typing import Any
@@ -61,6 +62,25 @@ class Backend:
         self._conn = conn
         self._queue: TrainingQueue | None = None
         self.schemas: dict[int, str] = {}
+        self._ls_access: dict[int, tuple[str, str]] = {}
+
+    def remember_ls_access(self, project_id: int, hostname: str, token: str) -> None:
+        """Keep what /setup says about reaching LS for the workers, off the request path.
+
+        LS gives /setup 3 seconds: a slow or absent Redis must not cost it a single one.
+        """
+        if self._ls_access.get(project_id) == (hostname, token):
+            return
+        self._ls_access[project_id] = (hostname, token)
+
+        def write() -> None:
+            try:
+                stats.remember_ls_access(self.conn, project_id, hostname, token)
+            except Exception as exc:  # a background write: log, never raise
+                self._ls_access.pop(project_id, None)
+                log.warning("could not record LS access for project %s: %s", project_id, exc)
+
+        threading.Thread(target=write, name=f"remember-ls-{project_id}", daemon=True).start()
 
     @property
     def conn(self) -> redis.Redis:
@@ -152,10 +172,7 @@ def create_app(settings: Settings | None = None, conn: redis.Redis | None = None
             backend.registry.forget(ref.id)
             log.warning("project %s was re-created in LS (%s): older models archived", ref.id, ref.uid)
         if body.get("hostname") and body.get("access_token"):
-            try:
-                stats.remember_ls_access(backend.conn, ref.id, body["hostname"], body["access_token"])
-            except redis.RedisError:
-                log.warning("could not record LS access for project %s: Redis unavailable", ref.id)
+            backend.remember_ls_access(ref.id, str(body["hostname"]), str(body["access_token"]))
         return jsonify(model_version=backend.registry.current_version(ref.id) or UNTRAINED)
 
     @app.post("/validate")

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -140,3 +141,22 @@ def test_embedded_redis_is_shared_and_persistent(tmp_path: Path) -> None:
         assert redis.Redis.from_url(url).get("kept") == b"yes"
     finally:
         stop_embedded_redis(directory)
+
+
+def test_setup_hands_ls_access_to_the_workers(live_settings: Settings, redis_conn: redis.Redis) -> None:
+    client = create_app(live_settings).test_client()
+    body = {"project": "41.1700000000", "hostname": "http://ls.example:8080", "access_token": "tok"}
+    assert client.post("/setup", headers=AUTH, json=body).status_code == 200
+    deadline = time.monotonic() + 5
+    while stats.ls_access(redis_conn, 41) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert stats.ls_access(redis_conn, 41) == ("http://ls.example:8080", "tok")
+
+
+def test_setup_does_not_wait_for_a_dead_redis(settings: Settings) -> None:
+    client = create_app(settings).test_client()  # this Redis refuses connections
+    started = time.perf_counter()
+    body = {"project": "42.1700000000", "hostname": "http://ls:8080", "access_token": "tok"}
+    response = client.post("/setup", headers=AUTH, json=body)
+    assert response.status_code == 200 and response.json == {"model_version": "untrained"}
+    assert time.perf_counter() - started < 1.0
