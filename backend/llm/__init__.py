@@ -1,0 +1,1 @@
+"""The LLM annotator: prompts, answer parsing, confidence, calibration and cost (pure), and the client."""
