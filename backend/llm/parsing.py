@@ -1,0 +1,63 @@
+"""Reading a label out of whatever the model answered. Pure, defensive, never off-label.
+
+Structured output usually gives `{"label": "Positive"}`; small or unconstrained models also answer
+`positive`, `Label: Positive.` or `I think it is Positive because ...`. Anything that cannot be mapped
+to exactly the config's labels is None: the caller records a failed answer, it never writes a guess.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from typing import Any
+
+_VALUE = re.compile(r'"labels?"\s*:\s*\[?\s*"')
+_STRIP = " \t\r\n\"'`.,;:!?()[]{}*"
+
+
+def value_offset(text: str) -> int | None:
+    """Where the (first) label value starts in a JSON answer, for reading its token logprobs."""
+    match = _VALUE.search(text)
+    return match.end() if match else None
+
+
+def _named(candidate: str, labels: Sequence[str]) -> set[str]:
+    """The labels one answer item names: itself (any case), else every label it names as a whole phrase."""
+    cleaned = candidate.strip(_STRIP)
+    if cleaned in labels:
+        return {cleaned}
+    folded = {label.casefold(): label for label in labels}
+    if cleaned.casefold() in folded:
+        return {folded[cleaned.casefold()]}
+    return {label for label in labels if re.search(rf"(?<!\w){re.escape(label.casefold())}(?!\w)", cleaned.casefold())}
+
+
+def _json_value(text: str) -> Any:
+    start, end = text.find("{"), text.rfind("}")
+    for candidate in (text, text[start : end + 1] if 0 <= start < end else None):
+        if candidate is None:
+            continue
+        try:
+            return json.loads(candidate)
+        except (json.JSONDecodeError, ValueError):
+            continue
+    return None
+
+
+def parse_answer(text: str | None, labels: Sequence[str], multi_label: bool = False) -> tuple[str, ...] | None:
+    """The labels the answer names, in config order; None when it names none or, single-label, several."""
+    if not text or not text.strip():
+        return None
+    value = _json_value(text.strip())
+    if isinstance(value, dict):
+        value = next((value[key] for key in ("label", "labels", "answer", "choice") if key in value), None)
+    if value is None:
+        value = text
+    items = value if isinstance(value, list) else [value]
+    if not all(isinstance(item, str) for item in items):
+        return None
+    found = set().union(*(_named(item, labels) for item in items))
+    if not found or (not multi_label and len(found) != 1):
+        return None
+    return tuple(label for label in labels if label in found)
