@@ -6,7 +6,7 @@ import pytest
 
 from backend.settings import Settings
 
-pytest_plugins = ["tests.fixtures.services"]
+pytest_plugins = ["tests.fixtures.services", "tests.fixtures.scripted_llm"]
 
 
 @pytest.fixture

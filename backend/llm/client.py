@@ -1,0 +1,271 @@
+"""The LLM client: the openai SDK against any OpenAI-compatible endpoint (OpenAI, vLLM, Ollama, llama.cpp).
+
+Retries with backoff and jitter on 408/409/429/5xx and timeouts, honouring Retry-After, are the SDK's
+own (`max_retries`); on top of that: a circuit breaker so that a dead endpoint fails fast instead of
+stalling a queue, bounded concurrency for batches, a response cache, structured output with a fallback
+for endpoints that refuse it, and confidence from logprobs or, without them, from k samples.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import openai
+
+from backend.labeling import TaskSpec
+from backend.llm.confidence import TokenLogprob, label_distribution, set_agreement, vote_distribution
+from backend.llm.cost import Usage
+from backend.llm.parsing import parse_answer, value_offset
+from backend.llm.prompts import Prompt, prompt_key, response_format
+
+log = logging.getLogger(__name__)
+
+
+class CircuitOpen(RuntimeError):
+    """The endpoint failed repeatedly; calls are refused until the cool-down has passed."""
+
+
+class CircuitBreaker:
+    """Closed -> open after `threshold` consecutive failures -> one trial call after `cooldown` seconds."""
+
+    def __init__(self, threshold: int = 5, cooldown: float = 30.0, clock: Callable[[], float] = time.monotonic):
+        self.threshold = threshold
+        self.cooldown = cooldown
+        self.clock = clock
+        self.failures = 0
+        self.opened_at: float | None = None
+        self._lock = threading.Lock()
+
+    def before_call(self) -> None:
+        with self._lock:
+            if self.opened_at is None:
+                return
+            waited = self.clock() - self.opened_at
+            if waited < self.cooldown:
+                raise CircuitOpen(
+                    f"the LLM endpoint failed {self.failures} times in a row; retrying in "
+                    f"{self.cooldown - waited:.0f} s"
+                )
+            self.opened_at = self.clock()  # half-open: let this one call through, hold the others
+
+    def success(self) -> None:
+        with self._lock:
+            self.failures = 0
+            self.opened_at = None
+
+    def failure(self) -> None:
+        with self._lock:
+            self.failures += 1
+            if self.failures >= self.threshold:
+                self.opened_at = self.clock()
+
+
+class Cache(Protocol):
+    def get(self, key: str) -> str | None: ...
+    def set(self, key: str, value: str) -> None: ...
+
+
+@dataclass
+class Completion:
+    """What we keep of one chat completion (also what the cache stores)."""
+
+    text: str
+    tokens: list[TokenLogprob] = field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def dumps(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def loads(cls, raw: str) -> Completion:
+        data = json.loads(raw)
+        tokens = [TokenLogprob(t["token"], t["logprob"], tuple(tuple(a) for a in t["top"])) for t in data["tokens"]]
+        return cls(data["text"], tokens, data["prompt_tokens"], data["completion_tokens"])
+
+
+@dataclass
+class LLMAnswer:
+    labels: tuple[str, ...] | None
+    confidence: float | None  # raw: the model's own probability of `labels`, before calibration
+    distribution: dict[str, float] | None
+    method: str  # "logprobs", "votes" or "none"
+    usage: Usage
+    texts: list[str]
+    error: str | None = None
+
+
+@dataclass
+class LLMConfig:
+    base_url: str
+    model: str
+    api_key: str = "not-needed"
+    timeout: float = 60.0
+    max_retries: int = 4
+    concurrency: int = 4
+    temperature: float = 0.0
+    max_tokens: int = 64
+    top_logprobs: int = 10
+    samples: int = 5  # self-consistency samples when the endpoint returns no logprobs
+    sample_temperature: float = 0.8
+    structured: bool = True
+
+
+class LLMClient:
+    def __init__(self, config: LLMConfig, cache: Cache | None = None, breaker: CircuitBreaker | None = None) -> None:
+        self.config = config
+        self.cache = cache
+        self.breaker = breaker or CircuitBreaker()
+        self.sdk = openai.OpenAI(
+            base_url=config.base_url, api_key=config.api_key, timeout=config.timeout, max_retries=config.max_retries
+        )
+        self._structured = config.structured
+        self._logprobs = True
+
+    # -- one request ------------------------------------------------------------------------------
+
+    def _complete(
+        self, messages: list[dict[str, str]], spec: TaskSpec, temperature: float, salt: int
+    ) -> tuple[Completion, bool]:
+        params: dict[str, Any] = {"temperature": temperature, "max_tokens": self.config.max_tokens}
+        if self._logprobs:
+            params.update(logprobs=True, top_logprobs=self.config.top_logprobs)
+        if self._structured:
+            params["response_format"] = response_format(spec)
+        key = prompt_key(self.config.model, messages, {**params, "sample": salt})
+        if self.cache is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                return Completion.loads(hit), True
+        self.breaker.before_call()
+        try:
+            response = self.sdk.chat.completions.create(model=self.config.model, messages=messages, **params)  # type: ignore[arg-type]
+        except openai.BadRequestError as exc:
+            message = str(exc).lower()
+            if self._structured and ("response_format" in message or "json_schema" in message):
+                log.warning("the endpoint refuses structured output; falling back to plain JSON answers")
+                self._structured = False
+                return self._complete(messages, spec, temperature, salt)
+            if self._logprobs and "logprob" in message:
+                log.warning("the endpoint refuses logprobs; confidence will come from agreement over samples")
+                self._logprobs = False
+                return self._complete(messages, spec, temperature, salt)
+            self.breaker.success()  # the endpoint answered: a bad request is ours, not an outage
+            raise
+        except Exception:  # timeouts, refused connections, 5xx after the SDK's retries, garbage bodies
+            self.breaker.failure()
+            raise
+        try:
+            completion = _completion(response)
+        except (AttributeError, IndexError, TypeError, ValueError):
+            self.breaker.failure()
+            raise
+        self.breaker.success()
+        if self.cache is not None:
+            self.cache.set(key, completion.dumps())
+        return completion, False
+
+    # -- one task ---------------------------------------------------------------------------------
+
+    def annotate(self, spec: TaskSpec, prompt: Prompt) -> LLMAnswer:
+        """Labels and raw confidence for one prompt; errors come back in the answer, never raised,
+        except CircuitOpen, which tells a batch to stop early."""
+        usage = Usage()
+        texts: list[str] = []
+        try:
+            first, cached = self._complete(prompt.messages, spec, self.config.temperature, 0)
+            usage += _usage(first, cached)
+            texts.append(first.text)
+            labels = parse_answer(first.text, spec.labels, spec.multi_label)
+            if first.tokens and labels is not None:
+                offset = value_offset(first.text)
+                if not spec.multi_label and offset is not None:
+                    distribution = label_distribution(first.tokens, offset, spec.labels)
+                    if distribution is not None:
+                        return LLMAnswer(labels, distribution[labels[0]], distribution, "logprobs", usage, texts)
+                if spec.multi_label:
+                    probability = _sequence_probability(first.tokens)
+                    return LLMAnswer(labels, probability, None, "logprobs", usage, texts)
+            # no usable logprobs: ask k-1 more samples and measure agreement
+            answers = [labels]
+            for salt in range(1, self.config.samples):
+                sample, cached = self._complete(prompt.messages, spec, self.config.sample_temperature, salt)
+                usage += _usage(sample, cached)
+                texts.append(sample.text)
+                answers.append(parse_answer(sample.text, spec.labels, spec.multi_label))
+        except CircuitOpen:
+            raise
+        except Exception as exc:  # one bad answer must not stop a batch or kill a worker
+            return LLMAnswer(None, None, None, "none", usage, texts, error=f"{type(exc).__name__}: {exc}")
+        if spec.multi_label:
+            best, share = set_agreement(answers)
+            return LLMAnswer(best, share if best else None, None, "votes", usage, texts,
+                             error=None if best else "no parseable answer")  # fmt: skip
+        votes = vote_distribution(answers, spec.labels)
+        if not votes or max(votes.values()) == 0:
+            return LLMAnswer(None, None, votes, "votes", usage, texts, error="no answer named a label")
+        best_label = max(spec.labels, key=lambda label: votes[label])
+        return LLMAnswer((best_label,), votes[best_label], votes, "votes", usage, texts)
+
+    def annotate_many(
+        self, spec: TaskSpec, prompts: Sequence[Prompt], progress: Callable[[int, int], None] | None = None
+    ) -> list[LLMAnswer | None]:
+        """Annotate in parallel (bounded); a None item was not attempted because the circuit opened."""
+        results: list[LLMAnswer | None] = [None] * len(prompts)
+        stop = threading.Event()
+        done = 0
+        lock = threading.Lock()
+
+        def work(i: int) -> None:
+            nonlocal done
+            if stop.is_set():
+                return
+            try:
+                results[i] = self.annotate(spec, prompts[i])
+            except CircuitOpen as exc:
+                log.error("stopping this batch: %s", exc)
+                stop.set()
+                return
+            with lock:
+                done += 1
+                if progress is not None:
+                    progress(done, len(prompts))
+
+        with ThreadPoolExecutor(max_workers=max(1, self.config.concurrency)) as pool:
+            list(pool.map(work, range(len(prompts))))
+        return results
+
+
+def _completion(response: Any) -> Completion:
+    choice = response.choices[0]
+    text = choice.message.content or ""
+    tokens: list[TokenLogprob] = []
+    content = getattr(getattr(choice, "logprobs", None), "content", None) or []
+    for item in content:
+        top = tuple((alt.token, float(alt.logprob)) for alt in (item.top_logprobs or []))
+        tokens.append(TokenLogprob(item.token, float(item.logprob), top))
+    usage = getattr(response, "usage", None)
+    return Completion(
+        text,
+        tokens,
+        int(getattr(usage, "prompt_tokens", 0) or 0),
+        int(getattr(usage, "completion_tokens", 0) or 0),
+    )
+
+
+def _usage(completion: Completion, cached: bool) -> Usage:
+    if cached:
+        return Usage(0, 0, 1, cached_requests=1)
+    return Usage(completion.prompt_tokens, completion.completion_tokens, 1)
+
+
+def _sequence_probability(tokens: Sequence[TokenLogprob]) -> float:
+    return float(math.exp(sum(t.logprob for t in tokens)))
