@@ -10,18 +10,21 @@ but takes label names rather than encoded targets, because that is what Label St
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from joblib import parallel_backend
 from scipy import sparse
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
-from sklearn.pipeline import FeatureUnion
+from sklearn.pipeline import FeatureUnion, make_pipeline
 from sklearn.svm import LinearSVC
 
 
@@ -65,7 +68,9 @@ class TemperatureScaledSVC:
         self.svm_ = LinearSVC(C=self.C)
         splitter = StratifiedKFold(n_splits=self.folds, shuffle=True, random_state=0)
         params = {} if sample_weight is None else {"params": {"sample_weight": sample_weight}}
-        held_out = cross_val_predict(self.svm_, features, y_arr, cv=splitter, method="decision_function", **params)
+        # liblinear releases the GIL: the folds run in threads, one per core, without copying the data
+        with parallel_backend("threading", n_jobs=min(self.folds, os.cpu_count() or 1)):
+            held_out = cross_val_predict(self.svm_, features, y_arr, cv=splitter, method="decision_function", **params)
         self.svm_.fit(features, y_arr, sample_weight=sample_weight)
         self.classes_ = self.svm_.classes_
         logits = self._logits(held_out)
@@ -90,7 +95,25 @@ class TemperatureScaledSVC:
         return (1.0 - self.shrink_) * proba + self.shrink_ / proba.shape[1]
 
 
-def _vectorizer(max_char_features: int, n_documents: int) -> FeatureUnion:
+class TextHead(TransformerMixin, BaseEstimator):
+    """The first `n_chars` characters of each text.
+
+    Character n-grams are what make the student good on short texts (questions, messages, titles);
+    on long documents the words carry the signal and character n-grams of the whole text cost most of
+    the training time (20 Newsgroups, 10k labels: 68 of 113 s), so they read only each text's head.
+    """
+
+    def __init__(self, n_chars: int = 300) -> None:
+        self.n_chars = n_chars
+
+    def fit(self, texts: Sequence[str], y: object = None) -> TextHead:
+        return self
+
+    def transform(self, texts: Sequence[str]) -> list[str]:
+        return [text[: self.n_chars] for text in texts]
+
+
+def _vectorizer(max_char_features: int, n_documents: int, char_head: int) -> FeatureUnion:
     return FeatureUnion(
         [
             (
@@ -105,13 +128,16 @@ def _vectorizer(max_char_features: int, n_documents: int) -> FeatureUnion:
             ),
             (
                 "char",
-                TfidfVectorizer(
-                    analyzer="char_wb",
-                    ngram_range=(2, 5),
-                    sublinear_tf=True,
-                    min_df=2 if n_documents >= 50 else 1,
-                    max_features=max_char_features,
-                    dtype=np.float32,
+                make_pipeline(
+                    TextHead(char_head),
+                    TfidfVectorizer(
+                        analyzer="char_wb",
+                        ngram_range=(2, 5),
+                        sublinear_tf=True,
+                        min_df=2 if n_documents >= 50 else 1,
+                        max_features=max_char_features,
+                        dtype=np.float32,
+                    ),
                 ),
             ),
         ]
@@ -128,6 +154,7 @@ class StudentModel:
         C: float = 0.5,
         max_char_features: int = 100_000,
         calibration_folds: int = 3,
+        char_head: int = 300,
     ) -> None:
         if len(labels) < 2:
             raise ValueError("a classifier needs at least two labels")
@@ -136,6 +163,7 @@ class StudentModel:
         self.C = C
         self.max_char_features = max_char_features
         self.calibration_folds = calibration_folds
+        self.char_head = char_head
         self.vectorizer_: FeatureUnion | None = None
         self.classifier_: object | None = None
         self.classes_: tuple[str, ...] = ()
@@ -155,9 +183,12 @@ class StudentModel:
         if unknown:
             raise ValueError(f"targets use labels that are not in the config: {sorted(unknown)}")
         corpus = list(texts) + list(extra_texts)
-        self.vectorizer_ = _vectorizer(self.max_char_features, len(corpus))
-        self.vectorizer_.fit(corpus)
-        features = self.vectorizer_.transform(texts)
+        self.vectorizer_ = _vectorizer(self.max_char_features, len(corpus), self.char_head)
+        if extra_texts:
+            self.vectorizer_.fit(corpus)
+            features = self.vectorizer_.transform(texts)
+        else:
+            features = self.vectorizer_.fit_transform(texts)
         weights = None if sample_weight is None else np.asarray(sample_weight, dtype=float)
         self.n_examples_ = len(texts)
         if self.multi_label:
