@@ -24,7 +24,7 @@ from backend.labeling import TaskSpec
 from backend.llm.confidence import TokenLogprob, label_distribution, set_agreement, vote_distribution
 from backend.llm.cost import Usage
 from backend.llm.parsing import parse_answer, value_offset
-from backend.llm.prompts import Prompt, prompt_key, response_format
+from backend.llm.prompts import FORMAT_STYLES, Prompt, prompt_key, response_format
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +113,11 @@ class LLMConfig:
     concurrency: int = 4
     temperature: float = 0.0
     max_tokens: int = 64
-    top_logprobs: int = 10
+    top_logprobs: int = 20
     samples: int = 5  # self-consistency samples when the endpoint returns no logprobs
     sample_temperature: float = 0.8
-    structured: bool = True
+    # structured output styles to try, in order, until the endpoint accepts one (see prompts.response_format)
+    formats: tuple[str, ...] = FORMAT_STYLES
 
 
 class LLMClient:
@@ -127,7 +128,7 @@ class LLMClient:
         self.sdk = openai.OpenAI(
             base_url=config.base_url, api_key=config.api_key, timeout=config.timeout, max_retries=config.max_retries
         )
-        self._structured = config.structured
+        self._formats = list(config.formats)
         self._logprobs = True
 
     # -- one request ------------------------------------------------------------------------------
@@ -138,8 +139,8 @@ class LLMClient:
         params: dict[str, Any] = {"temperature": temperature, "max_tokens": self.config.max_tokens}
         if self._logprobs:
             params.update(logprobs=True, top_logprobs=self.config.top_logprobs)
-        if self._structured:
-            params["response_format"] = response_format(spec)
+        if self._formats:
+            params["response_format"] = response_format(spec, self._formats[0])
         key = prompt_key(self.config.model, messages, {**params, "sample": salt})
         if self.cache is not None:
             hit = self.cache.get(key)
@@ -148,17 +149,23 @@ class LLMClient:
         self.breaker.before_call()
         try:
             response = self.sdk.chat.completions.create(model=self.config.model, messages=messages, **params)  # type: ignore[arg-type]
-        except openai.BadRequestError as exc:
+        except (openai.BadRequestError, openai.UnprocessableEntityError, openai.InternalServerError) as exc:
+            # llama-cpp-python answers 500 to a response_format it does not know, OpenAI and vLLM 400
             message = str(exc).lower()
-            if self._structured and ("response_format" in message or "json_schema" in message):
-                log.warning("the endpoint refuses structured output; falling back to plain JSON answers")
-                self._structured = False
+            if self._formats and ("response_format" in message or "json_schema" in message):
+                refused = self._formats.pop(0)
+                log.warning(
+                    "the endpoint refuses %s output; trying %s", refused, self._formats[0] if self._formats else "none"
+                )
                 return self._complete(messages, spec, temperature, salt)
             if self._logprobs and "logprob" in message:
                 log.warning("the endpoint refuses logprobs; confidence will come from agreement over samples")
                 self._logprobs = False
                 return self._complete(messages, spec, temperature, salt)
-            self.breaker.success()  # the endpoint answered: a bad request is ours, not an outage
+            if isinstance(exc, openai.InternalServerError):
+                self.breaker.failure()
+            else:
+                self.breaker.success()  # the endpoint answered: a bad request is ours, not an outage
             raise
         except Exception:  # timeouts, refused connections, 5xx after the SDK's retries, garbage bodies
             self.breaker.failure()

@@ -5,7 +5,13 @@ is read from the alternatives the endpoint returns at each token of that value: 
 only one label can continue goes to that label; the generated token is followed while several labels
 share it ("Sport" for "Sports" and "Sportswear"); an alternative several labels share, which the
 model did not take, is split evenly among them (the endpoint gives no deeper view); and mass on text
-that no label starts with is dropped before normalizing (constrained decoding keeps it near zero).
+that no label starts with is dropped before normalizing: under constrained decoding that is what
+the grammar does, since llama.cpp and vLLM report logprobs from before the constraint.
+
+A label whose first token is not among the returned alternatives is not given zero: every unseen
+token is at most as likely as the least likely alternative shown, and that bound is what it gets.
+Without it, a model that puts 0.3% on "Positive" and nothing visible on "Negative" would be reported
+100% sure.
 """
 
 from __future__ import annotations
@@ -57,6 +63,8 @@ def label_distribution(
     branch = 1.0  # probability of the generated path up to the current token
     generated = ""
     candidates = list(labels)
+    unseen_bound = 0.0
+    missing: list[str] = []
     for j in range(first, len(tokens)):
         token = tokens[j]
         alternatives = dict(token.top)
@@ -72,6 +80,12 @@ def label_distribution(
             matching = _consistent(candidates, generated + alt)
             for label in matching:
                 mass[label] += branch * math.exp(logprob) / len(matching)
+        if j == first:
+            shown = [alt[len(lead) :] for alt in alternatives if alt.startswith(lead)]
+            unseen = [label for label in labels if not any(_consistent([label], alt) for alt in shown)]
+            if unseen and token.top:
+                unseen_bound = min(math.exp(lp) for _, lp in token.top)
+                missing = unseen
         branch *= math.exp(token.logprob)
         generated += piece
         candidates = _consistent(candidates, generated)
@@ -87,9 +101,11 @@ def label_distribution(
         exact = [label for label in candidates if label == _value(generated)[0]]
         if exact:
             mass[exact[0]] += branch
-    total = sum(mass.values())
-    if total <= 0:
+    if sum(mass.values()) <= 0:
         return None
+    for label in missing:
+        mass[label] += unseen_bound
+    total = sum(mass.values())
     return {label: mass[label] / total for label in labels}
 
 

@@ -41,8 +41,17 @@ def answer_schema(spec: TaskSpec) -> dict[str, Any]:
             "required": ["label"], "additionalProperties": False}  # fmt: skip
 
 
-def response_format(spec: TaskSpec) -> dict[str, Any]:
-    """OpenAI-style structured output; vLLM and llama.cpp's server accept the same shape."""
+FORMAT_STYLES = ("json_schema", "json_object")
+
+
+def response_format(spec: TaskSpec, style: str = "json_schema") -> dict[str, Any]:
+    """Structured output that makes the endpoint emit only a valid answer.
+
+    "json_schema" is OpenAI's shape (vLLM takes it too); "json_object" with a "schema" is
+    llama-cpp-python's server, which compiles the schema to a grammar.
+    """
+    if style == "json_object":
+        return {"type": "json_object", "schema": answer_schema(spec)}
     return {"type": "json_schema", "json_schema": {"name": "annotation", "strict": True, "schema": answer_schema(spec)}}
 
 

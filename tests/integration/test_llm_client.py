@@ -36,7 +36,7 @@ def test_logprobs_give_a_label_distribution(scripted_llm: ScriptedLLM) -> None:
     assert answer.distribution == pytest.approx({"Positive": 0.8, "Negative": 0.2})
     assert answer.usage.prompt_tokens == 50 and answer.usage.requests == 1
     request = scripted_llm.requests[0]
-    assert request["logprobs"] is True and request["top_logprobs"] == 10
+    assert request["logprobs"] is True and request["top_logprobs"] == 20
     assert request["response_format"]["json_schema"]["schema"]["properties"]["label"]["enum"] == [
         "Positive",
         "Negative",
@@ -107,7 +107,17 @@ def test_endpoint_without_structured_output_falls_back(scripted_llm: ScriptedLLM
     )
     answer = client(scripted_llm, max_retries=0).annotate(SPEC, prompt())
     assert answer.labels == ("Positive",)
-    assert "response_format" in scripted_llm.requests[0] and "response_format" not in scripted_llm.requests[1]
+    assert scripted_llm.requests[0]["response_format"]["type"] == "json_schema"
+    # llama-cpp-python's shape: json_object with the schema beside it
+    assert scripted_llm.requests[1]["response_format"]["type"] == "json_object"
+    assert scripted_llm.requests[1]["response_format"]["schema"]["properties"]["label"]["enum"] == [
+        "Positive",
+        "Negative",
+    ]
+    refused = '{"error": {"message": "unsupported response_format"}}'
+    scripted_llm.push(Status(500, body=refused), Status(400, body=refused), json_reply("Negative", 0.9, []))
+    answer = client(scripted_llm, max_retries=0).annotate(SPEC, prompt())
+    assert answer.labels == ("Negative",) and "response_format" not in scripted_llm.requests[-1]
 
 
 def test_circuit_opens_and_stops_a_batch(scripted_llm: ScriptedLLM) -> None:

@@ -45,6 +45,13 @@ def test_value_starting_mid_token() -> None:
     assert dist == pytest.approx({"Positive": 0.4, "Negative": 0.6})
 
 
+def test_labels_missing_from_the_alternatives_get_the_smallest_shown_probability() -> None:
+    # llama.cpp reports logprobs from before the grammar: off-label tokens crowd the top list
+    tokens = [tok("Positive", 0.05, ("It", 0.35), ("The", 0.06), ("Positive", 0.05), ("Tuesday", 0.02)), tok('"', 1.0)]
+    dist = label_distribution(tokens, 0, ["Positive", "Negative"])
+    assert dist == pytest.approx({"Positive": 0.05 / 0.07, "Negative": 0.02 / 0.07})
+
+
 def test_no_logprobs_reaching_the_value() -> None:
     assert label_distribution([tok("{", 1.0)], 10, ["a", "b"]) is None
     assert label_distribution([tok("zzz", 1.0, ("yyy", 0.5))], 0, ["a", "b"]) is None
