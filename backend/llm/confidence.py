@@ -89,8 +89,8 @@ def label_distribution(
         branch *= math.exp(token.logprob)
         generated += piece
         candidates = _consistent(candidates, generated)
-        value, ended = _value(generated)
-        if len(candidates) == 1 and (ended or candidates[0] == value or j == len(tokens) - 1):
+        ended = _value(generated)[1]
+        if len(candidates) == 1:  # the rest of the value is forced: its tokens say nothing more
             mass[candidates[0]] += branch
             break
         if not candidates:

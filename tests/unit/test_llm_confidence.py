@@ -112,3 +112,10 @@ def test_cost_and_budget() -> None:
     with pytest.raises(BudgetExceeded, match=r"\$1.00"):
         budget.check(0.9, 0.2)
     assert Budget(None).remaining(1e9) == float("inf")
+
+
+def test_forced_tokens_after_the_label_is_determined_do_not_count() -> None:
+    # the grammar spells "Positive" as P-osit-iv-e; only the first token was a choice
+    tokens = [tok("P", 0.2, ("P", 0.2), ("N", 0.6), ("Ter", 0.2)), tok("osit", 1e-5), tok("iv", 0.02), tok("e", 1e-6)]
+    dist = label_distribution(tokens, 0, ["Positive", "Negative"])
+    assert dist == pytest.approx({"Positive": 0.25, "Negative": 0.75})
