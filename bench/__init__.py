@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench.spine` (or `make bench`); results in bench/results/."""
