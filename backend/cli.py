@@ -71,7 +71,10 @@ def worker(settings: Settings, burst: bool = False) -> int:
 
 def run(settings: Settings) -> int:
     """Server and one worker on the embedded defaults; stops both when either stops or on Ctrl-C."""
+    from backend.jobs.connection import embedded_redis_running, stop_embedded_redis
+
     _logging(settings)
+    started_redis = settings.redis_url is None and not embedded_redis_running(settings.embedded_redis_path)
     env = _shared_env(settings)
     _multiproc_env(settings, env, settings.web_workers)
     log = logging.getLogger("lsal")
@@ -99,6 +102,8 @@ def run(settings: Settings) -> int:
                 child.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 child.kill()
+        if started_redis:  # ours to stop (it saves to disk first); one that was already running stays
+            stop_embedded_redis(settings.embedded_redis_path)
     return max(child.returncode or 0 for child in children)
 
 

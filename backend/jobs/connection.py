@@ -77,6 +77,10 @@ def ensure_embedded_redis(directory: Path, timeout: float = 10.0) -> str:
     raise RuntimeError(f"embedded Redis did not start; see {directory / 'redis.log'}")
 
 
+def embedded_redis_running(directory: Path) -> bool:
+    return _answers(f"unix://{directory.resolve() / 'redis.sock'}")
+
+
 def stop_embedded_redis(directory: Path) -> None:
     url = f"unix://{directory.resolve() / 'redis.sock'}"
     if _answers(url):
