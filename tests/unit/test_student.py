@@ -124,3 +124,18 @@ def test_recreated_project_archives_old_models(tmp_path) -> None:
     assert store.bind_project_uid(3, "3.2000") is True  # same id, new LS project
     assert store.latest_version(3) is None
     assert list(tmp_path.glob("archived-project-3-*"))
+
+
+def test_large_label_sets_calibrate_on_a_held_out_third() -> None:
+    from backend.datasets import trec6
+    from backend.llm.calibration import expected_calibration_error
+
+    data = trec6()
+    order = np.random.default_rng(0).permutation(len(data))
+    train, test = order[:3000], order[3000:4500]
+    model = StudentModel(data.classes).fit([data.texts[i] for i in train], [(data.labels[i],) for i in train])
+    assert model.classifier_.shrink_ == pytest.approx(1 / (1000 + 2))  # 1,000 held-out checks
+    predictions = model.predict([data.texts[i] for i in test])
+    correct = [p.labels[0] == data.labels[i] for p, i in zip(predictions, test, strict=True)]
+    assert np.mean(correct) > 0.8
+    assert expected_calibration_error([p.score for p in predictions], correct) < 0.06
