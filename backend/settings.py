@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from backend.llm.cost import Price, parse_prices, price_for
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
@@ -37,6 +39,14 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     queue_name: str = "lsal"
 
+    llm_base_url: str | None = Field(None, description="OpenAI-compatible endpoint; unset: the embedded local model")
+    llm_api_key: str = "not-needed"
+    llm_model: str = "smollm2-135m"
+    llm_concurrency: int = 2
+    llm_timeout: float = 60.0
+    llm_budget_usd: float | None = Field(None, description="LLM spending limit per project, USD; unset: none")
+    llm_prices: str = Field("", description='extra prices, "model=input/output,..." in USD per 1M tokens')
+
     min_annotations: int = Field(10, description="labelled tasks needed before the first training")
     train_job_timeout: int = 1800
     ls_page_size: int = 500
@@ -48,6 +58,8 @@ class Settings(BaseSettings):
         "redis_url",
         "label_studio_url",
         "label_studio_api_key",
+        "llm_base_url",
+        "llm_budget_usd",
         mode="before",
     )
     @classmethod
@@ -61,6 +73,14 @@ class Settings(BaseSettings):
     @property
     def embedded_redis_path(self) -> Path:
         return self.data_dir / "redis"
+
+    @property
+    def llm_is_local(self) -> bool:
+        """No endpoint configured: the embedded llama.cpp server, which costs nothing per token."""
+        return self.llm_base_url is None
+
+    def llm_price(self) -> Price:
+        return price_for(self.llm_model, parse_prices(self.llm_prices), local=self.llm_is_local)
 
     @property
     def auth_enabled(self) -> bool:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from backend.llm.cost import Price, Usage, dollars
+
 _PREFIX = "lsal:stats"
 
 
@@ -49,3 +51,25 @@ def ls_access(conn: Any, project_id: int) -> tuple[str, str] | None:
     if b"url" in found and b"api_key" in found:
         return found[b"url"].decode(), found[b"api_key"].decode()
     return None
+
+
+def record_llm_usage(conn: Any, project_id: int, usage: Usage, price: Price) -> float:
+    """Add one batch's tokens and dollars to the project's totals; returns the project's dollars so far."""
+    key = f"{_PREFIX}:llm:{int(project_id)}"
+    pipe = conn.pipeline()
+    pipe.hincrby(key, "prompt_tokens", usage.prompt_tokens)
+    pipe.hincrby(key, "completion_tokens", usage.completion_tokens)
+    pipe.hincrby(key, "requests", usage.requests)
+    pipe.hincrby(key, "cached_requests", usage.cached_requests)
+    pipe.hincrbyfloat(key, "dollars", dollars(usage, price))
+    pipe.sadd(f"{_PREFIX}:llm_projects", int(project_id))
+    return float(pipe.execute()[4])
+
+
+def llm_spend(conn: Any, project_id: int) -> dict[str, float]:
+    raw = conn.hgetall(f"{_PREFIX}:llm:{int(project_id)}")
+    return {k.decode(): float(v) for k, v in raw.items()}
+
+
+def llm_projects(conn: Any) -> list[int]:
+    return sorted(int(p) for p in conn.smembers(f"{_PREFIX}:llm_projects"))

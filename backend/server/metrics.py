@@ -89,6 +89,19 @@ class StateCollector:
         for status, count in runs.items():
             trainings.add_metric([status], count)
         yield trainings
+        tokens = CounterMetricFamily("lsal_llm_tokens", "LLM tokens per project", labels=["project", "kind"])
+        spent = CounterMetricFamily("lsal_llm_dollars", "LLM spending per project, USD", labels=["project"])
+        requests = CounterMetricFamily("lsal_llm_requests", "LLM requests per project", labels=["project", "cached"])
+        for project_id in stats.llm_projects(self.backend.conn):
+            spend, project = stats.llm_spend(self.backend.conn, project_id), str(project_id)
+            tokens.add_metric([project, "prompt"], spend.get("prompt_tokens", 0))
+            tokens.add_metric([project, "completion"], spend.get("completion_tokens", 0))
+            spent.add_metric([project], spend.get("dollars", 0.0))
+            requests.add_metric([project, "false"], spend.get("requests", 0) - spend.get("cached_requests", 0))
+            requests.add_metric([project, "true"], spend.get("cached_requests", 0))
+        yield tokens
+        yield spent
+        yield requests
 
 
 def render(backend: Backend) -> tuple[bytes, str]:

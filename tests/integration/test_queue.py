@@ -160,3 +160,17 @@ def test_setup_does_not_wait_for_a_dead_redis(settings: Settings) -> None:
     response = client.post("/setup", headers=AUTH, json=body)
     assert response.status_code == 200 and response.json == {"model_version": "untrained"}
     assert time.perf_counter() - started < 1.0
+
+
+def test_llm_spending_is_totalled_per_project_and_exposed(live_settings: Settings, redis_conn: redis.Redis) -> None:
+    from backend.llm.cost import Price, Usage
+
+    price = Price(0.15, 0.60)
+    stats.record_llm_usage(redis_conn, 8, Usage(1_000_000, 0, 10), price)
+    total = stats.record_llm_usage(redis_conn, 8, Usage(0, 1_000_000, 10, cached_requests=4), price)
+    assert total == pytest.approx(0.75)
+    assert stats.llm_spend(redis_conn, 8)["requests"] == 20
+    text = create_app(live_settings).test_client().get("/metrics", headers=AUTH).get_data(as_text=True)
+    assert 'lsal_llm_dollars_total{project="8"} 0.75' in text
+    assert 'lsal_llm_tokens_total{kind="prompt",project="8"} 1e+06' in text
+    assert 'lsal_llm_requests_total{cached="true",project="8"} 4.0' in text

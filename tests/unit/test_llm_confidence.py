@@ -119,3 +119,16 @@ def test_forced_tokens_after_the_label_is_determined_do_not_count() -> None:
     tokens = [tok("P", 0.2, ("P", 0.2), ("N", 0.6), ("Ter", 0.2)), tok("osit", 1e-5), tok("iv", 0.02), tok("e", 1e-6)]
     dist = label_distribution(tokens, 0, ["Positive", "Negative"])
     assert dist == pytest.approx({"Positive": 0.25, "Negative": 0.75})
+
+
+def test_settings_price_the_configured_model() -> None:
+    from backend.settings import Settings
+
+    assert Settings(llm_base_url=None).llm_price() == Price(0.0, 0.0)  # the embedded local model
+    hosted = Settings(llm_base_url="https://api.example/v1", llm_model="gpt-4o-mini")
+    assert hosted.llm_price() == Price(0.15, 0.60)
+    mine = Settings(llm_base_url="http://vllm:8000/v1", llm_model="qwen", llm_prices="qwen=0/0")
+    assert mine.llm_price() == Price(0.0, 0.0)
+    with pytest.raises(KeyError, match="LLM_PRICES"):
+        Settings(llm_base_url="http://vllm:8000/v1", llm_model="qwen").llm_price()
+    assert Settings(llm_budget_usd="").llm_budget_usd is None
