@@ -110,28 +110,13 @@ class LabelStudio:
                 "basic_auth_user": basic_auth[0],
                 "basic_auth_pass": basic_auth[1],
             }
+        # LS 1.23 answers 500 to a PATCH without url and project (its checks re-run on them): send both
+        fields = {"url": backend_url, "project": project_id, "title": title, **auth}
         if existing:
             backend_id = int(existing[0].id)
-            # LS 1.23 answers 500 to a PATCH without url and project (its checks re-run on them)
-            self._call(
-                "ML backend update",
-                self.sdk.ml.update,
-                id=backend_id,
-                url=backend_url,
-                project=project_id,
-                title=title,
-                **auth,
-            )
+            self._call("ML backend update", self.sdk.ml.update, id=backend_id, **fields)
         else:
-            created = self._call(
-                "connecting the ML backend",
-                self.sdk.ml.create,
-                project=project_id,
-                url=backend_url,
-                title=title,
-                is_interactive=False,
-                **auth,
-            )
+            created = self._call("connecting the ML backend", self.sdk.ml.create, is_interactive=False, **fields)
             backend_id = int(created.id)
         webhook_url = f"{backend_url}/webhook"
         for hook in self._call("webhooks", self.sdk.webhooks.list, project=str(project_id)):
