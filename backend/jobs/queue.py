@@ -1,4 +1,4 @@
-"""Queueing training jobs, coalesced per project."""
+"""Queueing jobs, coalesced per project and kind: training, and LLM pre-annotation."""
 
 from __future__ import annotations
 
@@ -12,40 +12,54 @@ from rq.job import Dependency
 from backend.jobs.coalesce import RedisSlots, TrainingCoalescer
 from backend.settings import Settings
 
+TRAIN = "train"
+PREANNOTATE = "preannotate"
+RANK = "rank"
+JOB_FUNCTIONS = {
+    TRAIN: "backend.jobs.training.train_project",
+    PREANNOTATE: "backend.jobs.preannotate.preannotate_project",
+    RANK: "backend.jobs.ranking.rank_project",
+}
 
-def coalescer_for(conn: redis.Redis, settings: Settings) -> TrainingCoalescer:
+
+def job_timeout(settings: Settings, kind: str) -> int:
+    return settings.train_job_timeout if kind == TRAIN else settings.llm_job_timeout
+
+
+def coalescer_for(conn: redis.Redis, settings: Settings, kind: str = TRAIN) -> TrainingCoalescer:
     # A slot outlives the longest job by a margin, so a worker that died cannot block a project forever.
-    return TrainingCoalescer(RedisSlots(conn), ttl=settings.train_job_timeout + 600)
+    return TrainingCoalescer(RedisSlots(conn), ttl=job_timeout(settings, kind) + 600, kind=kind)
 
 
-class TrainingQueue:
+class JobQueue:
     def __init__(self, conn: redis.Redis, settings: Settings) -> None:
         self.conn = conn
         self.settings = settings
         self.queue = Queue(settings.queue_name, connection=conn)
-        self.coalescer = coalescer_for(conn, settings)
+        self.coalescers = {kind: coalescer_for(conn, settings, kind) for kind in JOB_FUNCTIONS}
 
-    def request(self, project_id: int, reason: str) -> dict[str, Any]:
-        """Queue a training of `project_id` unless one is already pending; never blocks on training."""
-        job_id = f"train-{int(project_id)}-{uuid.uuid4().hex[:12]}"
-        decision = self.coalescer.request(project_id, job_id)
+    def request(self, project_id: int, reason: str, kind: str = TRAIN) -> dict[str, Any]:
+        """Queue a job of `kind` for `project_id` unless one is already pending; never blocks on it."""
+        job_id = f"{kind}-{int(project_id)}-{uuid.uuid4().hex[:12]}"
+        coalescer = self.coalescers[kind]
+        decision = coalescer.request(project_id, job_id)
         if not decision.enqueue:
             return {"status": "coalesced", "job_id": decision.job_id}
         depends_on = Dependency(jobs=[decision.after], allow_failure=True) if decision.after else None
         try:
             self.queue.enqueue_call(
-                "backend.jobs.training.train_project",
+                JOB_FUNCTIONS[kind],
                 args=(int(project_id), reason),
                 job_id=job_id,
-                timeout=self.settings.train_job_timeout,
+                timeout=job_timeout(self.settings, kind),
                 depends_on=depends_on,
                 result_ttl=7 * 24 * 3600,
                 failure_ttl=30 * 24 * 3600,
                 retry=Retry(max=2, interval=[10, 60]),
-                description=f"train project {project_id} ({reason})",
+                description=f"{kind} project {project_id} ({reason})",
             )
         except Exception:
-            self.coalescer.abandon(project_id, job_id)
+            coalescer.abandon(project_id, job_id)
             raise
         return {"status": "queued", "job_id": job_id, "after": decision.after}
 

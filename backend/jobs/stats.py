@@ -10,6 +10,35 @@ from backend.llm.cost import Price, Usage, dollars
 _PREFIX = "lsal:stats"
 
 
+# per job kind other than training: the runs counter, the prefix of its fields, the result fields kept
+_RUNS = {
+    "preannotate": ("preannotation_runs", "llm_", ("annotated", "failed", "pushed", "skipped", "remaining",
+                                                   "revision")),
+    "rank": ("ranking_runs", "queue_", ("version", "strategy", "queued", "pool", "seconds")),
+}  # fmt: skip
+
+
+def record_job(conn: Any, kind: str, project_id: int, result: dict[str, Any]) -> None:
+    if kind == "train":
+        record_training(conn, project_id, result)
+        return
+    runs, prefix, names = _RUNS[kind]
+    status = str(result.get("status", "unknown"))
+    fields: dict[str, Any] = {f"{prefix}last_status": status, f"{prefix}last_run_at": time.time()}
+    fields.update({f"{prefix}{name}": result[name] for name in names if name in result})
+    if result.get("error") or result.get("message"):
+        fields[f"{prefix}last_message"] = str(result.get("error") or result.get("message"))[:2000]
+    pipe = conn.pipeline()
+    pipe.hincrby(f"{_PREFIX}:{runs}", status, 1)
+    pipe.hset(f"{_PREFIX}:project:{int(project_id)}", mapping=fields)
+    pipe.sadd(f"{_PREFIX}:projects", int(project_id))
+    pipe.execute()
+
+
+def job_runs(conn: Any, kind: str) -> dict[str, int]:
+    return {k.decode(): int(v) for k, v in conn.hgetall(f"{_PREFIX}:{_RUNS[kind][0]}").items()}
+
+
 def record_training(conn: Any, project_id: int, result: dict[str, Any]) -> None:
     status = str(result.get("status", "unknown"))
     pipe = conn.pipeline()

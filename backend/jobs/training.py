@@ -1,30 +1,56 @@
-"""The training job: read labels from LS, fit the student, publish a new model version."""
+"""The training job: read labels from LS, fit the student, check the LLM against humans, publish a version."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
 import time
-import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from typing import Any
 
-import redis
-from rq import get_current_job
-
-from backend.jobs import stats
-from backend.jobs.connection import connect
-from backend.jobs.queue import coalescer_for
-from backend.labeling import parse_label_config, training_examples
-from backend.labelstudio import LabelStudio, LabelStudioError
-from backend.settings import Settings, get_settings
+from backend.jobs import llm_answers
+from backend.jobs.queue import RANK, TRAIN, JobQueue
+from backend.jobs.running import JobContext, run_project_job
+from backend.labeling import Example, TaskSpec, parse_label_config, training_examples
+from backend.labelstudio import LabelStudio
+from backend.llm.annotator import StoredAnswer
+from backend.llm.checks import llm_checks
 from backend.student import ModelStore, StudentModel
+from backend.student.store import RELIABILITY_PNG
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
+
+
+def seed_examples(spec: TaskSpec, answers: Mapping[int, StoredAnswer], human: list[Example]) -> list[Example]:
+    """The cold-start seed: tasks the LLM labelled for the student, less those a human has labelled since."""
+    labelled = {e.task_id for e in human}
+    return [
+        Example(task, answer.text, answer.labels)
+        for task, answer in sorted(answers.items())
+        if answer.seed and answer.text and task not in labelled and set(answer.labels) <= set(spec.labels)
+    ]
+
+
+def prequential_check(store: ModelStore, project_id: int, human: list[Example]) -> dict[str, Any] | None:
+    """How the current model did on the labels that arrived since it was trained: its accuracy on tasks
+    it never saw, checked by humans. None before the first model or when nothing new came."""
+    current = store.latest_version(project_id)
+    if current is None:
+        return None
+    seen = set(store.meta(project_id, current).get("task_ids") or ())
+    new = [e for e in human if e.task_id not in seen]
+    if not new:
+        return None
+    stored = store.load(project_id, current)
+    if stored is None:
+        return None
+    predicted = stored.model.predict([e.text for e in new])
+    right = sum(set(p.labels) == set(e.labels) for p, e in zip(predicted, new, strict=True))
+    return {"version": current, "checked": len(new), "correct": right, "accuracy": right / len(new)}
 
 
 def run_training(
@@ -34,94 +60,92 @@ def run_training(
     min_annotations: int,
     reason: str = "",
     progress: Progress = lambda _: None,
+    answers: Mapping[int, StoredAnswer] | None = None,
+    seed_weight: float = 0.3,
+    target_precision: float = 0.95,
 ) -> dict[str, Any]:
-    """One training round. Returns what happened; 'waiting' when there are not enough labels yet."""
+    """One training round. Returns what happened; 'waiting' when there are not enough labels yet.
+
+    `answers` are the project's LLM answers: their seed part joins the training set at `seed_weight`
+    (humans weigh 1), and the rest is checked against the human labels.
+    """
     started = time.perf_counter()
+    answers = answers or {}
     progress("reading the label config")
     label_config = ls.label_config(project_id)
     spec = parse_label_config(label_config)
     progress("reading annotated tasks")
-    examples = training_examples(spec, ls.iter_annotated_tasks(project_id))
+    human = training_examples(spec, ls.iter_annotated_tasks(project_id))
+    seed = seed_examples(spec, answers, human) if seed_weight > 0 else []
+    examples = human + seed
     counts = Counter(label for example in examples for label in example.labels)
     enough_classes = len(counts) >= 2 or (spec.multi_label and len(counts) >= 1)
-    if len(examples) < max(min_annotations, 2) or not enough_classes:
+    needed = max(min_annotations, 2)
+    if len(examples) < needed or not enough_classes:
         return {
             "status": "waiting",
-            "labelled": len(examples),
-            "needed": max(min_annotations, 2),
+            "labelled": len(human),
+            "llm_seed": len(seed),
+            "needed": needed,
             "classes": dict(counts),
-            "message": f"{len(examples)} labelled tasks in {len(counts)} classes; training starts at "
-            f"{max(min_annotations, 2)} tasks in at least 2 classes",
+            "message": f"{len(human)} labelled tasks and {len(seed)} LLM seed labels in {len(counts)} classes; "
+            f"training starts at {needed} in at least 2 classes",
         }
-    progress(f"fitting on {len(examples)} labelled tasks")
+    checked = prequential_check(store, project_id, human)
+    progress(f"fitting on {len(human)} human and {len(seed)} LLM seed labels")
     fit_started = time.perf_counter()
     model = StudentModel(spec.labels, multi_label=spec.multi_label).fit(
-        [e.text for e in examples], [e.labels for e in examples]
+        [e.text for e in examples],
+        [e.labels for e in examples],
+        sample_weight=[1.0] * len(human) + [seed_weight] * len(seed) if seed else None,
     )
     fit_seconds = time.perf_counter() - fit_started
+    checks = llm_checks(answers, human, spec.labels, target_precision) if answers else None
     version = store.save(
         project_id,
         model,
         meta={
-            "labelled": len(examples),
+            "labelled": len(human),
+            "llm_seed": len(seed),
             "class_counts": dict(counts),
             "fit_seconds": round(fit_seconds, 3),
             "reason": reason,
             "spec": asdict(spec),
             "label_config_sha1": hashlib.sha1(label_config.encode()).hexdigest(),
+            "llm_checks": checks,
+            "task_ids": sorted(e.task_id for e in human),
+            "prequential": checked,
         },
     )
-    log.info("project %s: trained %s on %d labels in %.2fs", project_id, version, len(examples), fit_seconds)
+    if checks and checks["checks"]:
+        from backend.llm.plots import reliability_png  # matplotlib: imported only when there is a plot to draw
+
+        reliability_png(checks, store.project_dir(project_id) / RELIABILITY_PNG, f"project {project_id}, {version}")
+    log.info("project %s: trained %s on %d labels (+%d LLM seed) in %.2fs", project_id, version, len(human),
+             len(seed), fit_seconds)  # fmt: skip
     return {
         "status": "trained",
         "version": version,
-        "labelled": len(examples),
+        "labelled": len(human),
+        "llm_seed": len(seed),
         "classes": dict(counts),
         "fit_seconds": round(fit_seconds, 3),
+        "llm_checks": checks["checks"] if checks else 0,
         "seconds": round(time.perf_counter() - started, 3),
     }
 
 
-def label_studio_for(settings: Settings, conn: redis.Redis, project_id: int) -> LabelStudio:
-    """LS from the environment; else what LS itself told us at /setup (hostname and token)."""
-    if settings.label_studio_url and settings.label_studio_api_key:
-        return LabelStudio(settings.label_studio_url, settings.label_studio_api_key, settings.ls_page_size)
-    remembered = stats.ls_access(conn, project_id)
-    if remembered:
-        return LabelStudio(remembered[0], remembered[1], settings.ls_page_size)
-    return LabelStudio(settings.label_studio_url or "", settings.label_studio_api_key or "")
-
-
 def train_project(project_id: int, reason: str = "") -> dict[str, Any]:
     """The rq job. Coalescing slots and a per-project lock keep one training per project at a time."""
-    settings = get_settings()
-    job = get_current_job()
-    conn: redis.Redis = job.connection if job is not None else connect(settings)
-    job_id = job.id if job is not None else f"inline-{uuid.uuid4().hex[:12]}"
-    coalescer = coalescer_for(conn, settings)
-    coalescer.started(project_id, job_id)
 
-    def progress(message: str) -> None:
-        if job is not None:
-            job.meta["progress"] = message
-            job.save_meta()
+    def work(ctx: JobContext) -> dict[str, Any]:
+        answers = llm_answers.all_answers(ctx.conn, project_id)
+        result = run_training(
+            project_id, ctx.ls, ctx.store, ctx.settings.min_annotations, reason, ctx.progress, answers,
+            ctx.settings.llm_label_weight, ctx.settings.auto_accept_precision,
+        )  # fmt: skip
+        if result["status"] == "trained" and ctx.settings.queue_enabled:
+            JobQueue(ctx.conn, ctx.settings).request(project_id, f"trained {result['version']}", RANK)
+        return result
 
-    try:
-        lock = conn.lock(
-            f"lsal:train:{int(project_id)}:lock",
-            timeout=settings.train_job_timeout,
-            blocking_timeout=settings.train_job_timeout,
-        )
-        with lock:
-            store = ModelStore(settings.models_path, keep=settings.keep_model_versions)
-            ls = label_studio_for(settings, conn, project_id)
-            result = run_training(project_id, ls, store, settings.min_annotations, reason, progress)
-    except Exception as exc:
-        stats.record_training(conn, project_id, {"status": "failed", "error": str(exc)})
-        if job is not None and not (isinstance(exc, LabelStudioError) and exc.transient):
-            job.retries_left = 0  # a refused key or an unsupported config fails the same way next time
-        raise
-    finally:
-        coalescer.finished(project_id, job_id)
-    stats.record_training(conn, project_id, result)
-    return result
+    return run_project_job(TRAIN, project_id, work)

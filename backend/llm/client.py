@@ -16,17 +16,18 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import openai
 
 from backend.labeling import TaskSpec
 from backend.llm.confidence import TokenLogprob, label_distribution, set_agreement, vote_distribution
 from backend.llm.cost import Usage
-from backend.llm.parsing import parse_answer, value_offset
+from backend.llm.parsing import parse_answer, parse_score, value_offset
 from backend.llm.prompts import FORMAT_STYLES, Prompt, prompt_key, response_format
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class CircuitOpen(RuntimeError):
@@ -134,13 +135,20 @@ class LLMClient:
     # -- one request ------------------------------------------------------------------------------
 
     def _complete(
-        self, messages: list[dict[str, str]], spec: TaskSpec, temperature: float, salt: int
+        self,
+        messages: list[dict[str, str]],
+        spec: TaskSpec | None,
+        temperature: float,
+        salt: int,
+        schema: dict[str, Any] | None = None,
     ) -> tuple[Completion, bool]:
+        """One chat completion (or its cached copy): the answer constrained to `spec`'s labels, or to
+        `schema` when given."""
         params: dict[str, Any] = {"temperature": temperature, "max_tokens": self.config.max_tokens}
         if self._logprobs:
             params.update(logprobs=True, top_logprobs=self.config.top_logprobs)
         if self._formats:
-            params["response_format"] = response_format(spec, self._formats[0])
+            params["response_format"] = response_format(spec, self._formats[0], schema)
         key = prompt_key(self.config.model, messages, {**params, "sample": salt})
         if self.cache is not None:
             hit = self.cache.get(key)
@@ -157,11 +165,11 @@ class LLMClient:
                 log.warning(
                     "the endpoint refuses %s output; trying %s", refused, self._formats[0] if self._formats else "none"
                 )
-                return self._complete(messages, spec, temperature, salt)
+                return self._complete(messages, spec, temperature, salt, schema)
             if self._logprobs and "logprob" in message:
                 log.warning("the endpoint refuses logprobs; confidence will come from agreement over samples")
                 self._logprobs = False
-                return self._complete(messages, spec, temperature, salt)
+                return self._complete(messages, spec, temperature, salt, schema)
             if isinstance(exc, openai.InternalServerError):
                 self.breaker.failure()
             else:
@@ -222,11 +230,32 @@ class LLMClient:
         best_label = max(spec.labels, key=lambda label: votes[label])
         return LLMAnswer((best_label,), votes[best_label], votes, "votes", usage, texts)
 
+    def judge(self, prompt: Prompt, schema: dict[str, Any]) -> tuple[float | None, Usage]:
+        """The number an informativeness prompt asks for (its "score"), or None when the answer has none;
+        errors count as no answer, except CircuitOpen."""
+        try:
+            completion, cached = self._complete(prompt.messages, None, self.config.temperature, 0, schema)
+        except CircuitOpen:
+            raise
+        except Exception as exc:
+            log.warning("informativeness judge failed: %s", exc)
+            return None, Usage()
+        return parse_score(completion.text), _usage(completion, cached)
+
     def annotate_many(
         self, spec: TaskSpec, prompts: Sequence[Prompt], progress: Callable[[int, int], None] | None = None
     ) -> list[LLMAnswer | None]:
         """Annotate in parallel (bounded); a None item was not attempted because the circuit opened."""
-        results: list[LLMAnswer | None] = [None] * len(prompts)
+        return self._map(lambda prompt: self.annotate(spec, prompt), prompts, progress)
+
+    def judge_many(self, prompts: Sequence[Prompt], schema: dict[str, Any]) -> list[tuple[float | None, Usage] | None]:
+        """Judge in parallel (bounded); a None item was not attempted because the circuit opened."""
+        return self._map(lambda prompt: self.judge(prompt, schema), prompts)
+
+    def _map(
+        self, call: Callable[[Prompt], T], prompts: Sequence[Prompt], progress: Callable[[int, int], None] | None = None
+    ) -> list[T | None]:
+        results: list[T | None] = [None] * len(prompts)
         stop = threading.Event()
         done = 0
         lock = threading.Lock()
@@ -236,7 +265,7 @@ class LLMClient:
             if stop.is_set():
                 return
             try:
-                results[i] = self.annotate(spec, prompts[i])
+                results[i] = call(prompts[i])
             except CircuitOpen as exc:
                 log.error("stopping this batch: %s", exc)
                 stop.set()

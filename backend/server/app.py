@@ -10,27 +10,33 @@ from functools import lru_cache
 from typing import Any
 
 import redis
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Response, g, jsonify, request, send_file
 from werkzeug.exceptions import HTTPException
 
 from backend import __version__
-from backend.jobs import stats
+from backend.jobs import llm_answers, ranking, stats
 from backend.jobs.connection import connect
-from backend.jobs.queue import TrainingQueue
+from backend.jobs.queue import PREANNOTATE, RANK, TRAIN, JobQueue
 from backend.labeling import TaskSpec, UnsupportedLabelConfig, parse_label_config
+from backend.labeling.predictions import predict_tasks, task_ids
+from backend.llm.annotator import PreLabel, pre_label
+from backend.llm.calibration import Calibrator
+from backend.llm.checks import published_calibration
+from backend.llm.routing import AUTO_ACCEPT
 from backend.server import metrics
 from backend.server.protocol import (
     IGNORED_ACTIONS,
     KNOWN_ACTIONS,
     PROJECT_DELETED,
+    TASKS_CREATED,
     TRAINING_ACTIONS,
     ProtocolError,
-    predict_tasks,
     project_ref,
 )
 from backend.server.registry import ModelRegistry
 from backend.settings import Settings, get_settings
 from backend.student import ModelStore
+from backend.student.store import RELIABILITY_PNG
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +66,10 @@ class Backend:
         self.store = ModelStore(settings.models_path, keep=settings.keep_model_versions)
         self.registry = ModelRegistry(self.store)
         self._conn = conn
-        self._queue: TrainingQueue | None = None
+        self._queue: JobQueue | None = None
         self.schemas: dict[int, str] = {}
         self._ls_access: dict[int, tuple[str, str]] = {}
+        self._calibrations: dict[tuple[int, str], tuple[Calibrator | None, float | None]] = {}
 
     def remember_ls_access(self, project_id: int, hostname: str, token: str) -> None:
         """Keep what /setup says about reaching LS for the workers, off the request path.
@@ -82,6 +89,27 @@ class Backend:
 
         threading.Thread(target=write, name=f"remember-ls-{project_id}", daemon=True).start()
 
+    def calibration(self, project_id: int, version: str | None) -> tuple[Calibrator | None, float | None]:
+        """The LLM calibration published with the student's `version` (parsed once per version)."""
+        if version is None:
+            return None, None
+        key = (project_id, version)
+        if key not in self._calibrations:
+            self._calibrations[key] = published_calibration(self.store.meta(project_id, version))
+        return self._calibrations[key]
+
+    def llm_pre_labels(self, project_id: int, ids: list[int], student_version: str | None) -> dict[int, PreLabel]:
+        """The LLM's pre-labels for these tasks, calibrated; {} before any run or when Redis is down."""
+        if not ids or self.store.llm_revision(project_id) is None:
+            return {}
+        try:
+            answers = llm_answers.get_many(self.conn, project_id, ids)
+        except redis.RedisError as exc:  # the student still answers
+            log.warning("project %s: LLM answers unavailable: %s", project_id, exc)
+            return {}
+        calibrator, threshold = self.calibration(project_id, student_version)
+        return {task: pre_label(answer, calibrator, threshold) for task, answer in answers.items()}
+
     @property
     def conn(self) -> redis.Redis:
         if self._conn is None:
@@ -89,9 +117,9 @@ class Backend:
         return self._conn
 
     @property
-    def queue(self) -> TrainingQueue:
+    def queue(self) -> JobQueue:
         if self._queue is None:
-            self._queue = TrainingQueue(self.conn, self.settings)
+            self._queue = JobQueue(self.conn, self.settings)
         return self._queue
 
 
@@ -173,7 +201,7 @@ def create_app(settings: Settings | None = None, conn: redis.Redis | None = None
             log.warning("project %s was re-created in LS (%s): older models archived", ref.id, ref.uid)
         if body.get("hostname") and body.get("access_token"):
             backend.remember_ls_access(ref.id, str(body["hostname"]), str(body["access_token"]))
-        return jsonify(model_version=backend.registry.current_version(ref.id) or UNTRAINED)
+        return jsonify(model_version=backend.store.prediction_version(ref.id) or UNTRAINED)
 
     @app.post("/validate")
     def validate() -> Response:
@@ -201,8 +229,9 @@ def create_app(settings: Settings | None = None, conn: redis.Redis | None = None
         spec = spec_for(label_config)
         stored = backend.registry.get(ref.id)
         model = stored.model if stored is not None else None
-        version = stored.version if stored is not None else None
-        results = predict_tasks(tasks, spec, model, version)
+        llm = backend.llm_pre_labels(ref.id, task_ids(tasks), stored.version if stored is not None else None)
+        version = backend.store.prediction_version(ref.id)
+        results = predict_tasks(tasks, spec, model, version, llm)
         metrics.PREDICTED_TASKS.inc(sum(1 for r in results if r))
         return jsonify(results=results, model_version=version or UNTRAINED)
 
@@ -222,27 +251,82 @@ def create_app(settings: Settings | None = None, conn: redis.Redis | None = None
             backend.registry.forget(ref.id)
             archived = backend.store.archive_project(ref.id)
             return jsonify(status="archived" if archived else "ignored", action=action), 200
-        assert action in TRAINING_ACTIONS
+        if action == TASKS_CREATED and not settings.llm_enabled:
+            return jsonify(status="ignored", action=action, message="the LLM is off (LLM_ENABLED=false)"), 200
+        kind = PREANNOTATE if action == TASKS_CREATED else TRAIN
+        assert action in TRAINING_ACTIONS or kind == PREANNOTATE
+        return enqueue(ref.id, action, kind)
+
+    def enqueue(project_id: int, reason: str, kind: str) -> tuple[Response, int]:
         try:
-            queued = backend.queue.request(ref.id, reason=action)
+            queued = backend.queue.request(project_id, reason=reason, kind=kind)
         except redis.RedisError as exc:
-            log.error("cannot queue training for project %s: %s", ref.id, exc)
+            log.error("cannot queue %s for project %s: %s", kind, project_id, exc)
             return jsonify(error="queue_unavailable", message=f"Redis is unavailable: {exc}"), 503
-        return jsonify(action=action, project=ref.id, **queued), 201
+        return jsonify(action=reason, job=kind, project=project_id, **queued), 201
+
+    @app.post("/preannotate")
+    def preannotate() -> tuple[Response, int]:
+        """LLM pre-labels for every unlabelled task of the project, as a background job."""
+        ref = project_ref(_json_body().get("project"))
+        if not settings.llm_enabled:
+            raise ProtocolError("the LLM is off (LLM_ENABLED=false)", status=409)
+        return enqueue(ref.id, "preannotate", PREANNOTATE)
+
+    @app.get("/llm")
+    def llm_report() -> Response:
+        """What human labels say about the LLM: checks, ECE raw and calibrated, threshold, agreement, routes."""
+        ref = project_ref(request.args.get("project"))
+        version = backend.store.latest_version(ref.id)
+        checks = backend.store.meta(ref.id, version).get("llm_checks") if version else None
+        report: dict[str, Any] = {"project": ref.id, "student_version": version,
+                                  "llm_revision": backend.store.llm_revision(ref.id), "checks": checks}  # fmt: skip
+        if backend.store.llm_revision(ref.id) is not None:
+            answers = llm_answers.all_answers(backend.conn, ref.id)
+            calibrator, threshold = backend.calibration(ref.id, version)
+            labels = [pre_label(a, calibrator, threshold) for a in answers.values()]
+            report["answers"] = len(answers)
+            report["auto_accept"] = sum(1 for label in labels if label.route == AUTO_ACCEPT)
+            report["review"] = len(labels) - report["auto_accept"]
+            report["spend"] = stats.llm_spend(backend.conn, ref.id)
+        return jsonify(report)
+
+    @app.get("/queue")
+    def queue_report() -> Response:
+        """The published active-learning queue (tasks in the order LS serves them), rounds and stop signals."""
+        ref = project_ref(request.args.get("project"))
+        conn = backend.conn
+        return jsonify(project=ref.id, queue=ranking.published_queue(conn, ref.id),
+                       rounds=ranking.rounds(conn, ref.id), signals=ranking.stop_signals(conn, ref.id))  # fmt: skip
+
+    @app.post("/rank")
+    def rank() -> tuple[Response, int]:
+        """Re-rank the project's pool now (it also happens after every retraining)."""
+        ref = project_ref(_json_body().get("project"))
+        return enqueue(ref.id, "rank", RANK)
+
+    @app.get("/llm/reliability.png")
+    def reliability_plot() -> Response:
+        ref = project_ref(request.args.get("project"))
+        path = backend.store.project_dir(ref.id) / RELIABILITY_PNG
+        if not path.is_file():
+            raise ProtocolError(f"project {ref.id} has no reliability plot yet: it needs human-checked LLM "
+                                "pre-labels and a retraining", status=404)  # fmt: skip
+        return send_file(path.resolve(), mimetype="image/png", max_age=0)
 
     @app.post("/train")
     def train() -> tuple[Response, int]:
         """Older LS editions call /train instead of sending START_TRAINING to /webhook."""
         body = _json_body()
         ref = project_ref(body.get("project"))
-        return jsonify(project=ref.id, **backend.queue.request(ref.id, reason="train")), 201
+        return enqueue(ref.id, "train", TRAIN)
 
     @app.route("/versions", methods=["GET", "POST"])
     def versions() -> Response:
         body = request.get_json(silent=True, force=True) or {}
         project = body.get("project") if isinstance(body, dict) else None
         ref = project_ref(project if project is not None else request.args.get("project"))
-        return jsonify(versions=backend.store.versions(ref.id), current=backend.registry.current_version(ref.id))
+        return jsonify(versions=backend.store.versions(ref.id), current=backend.store.prediction_version(ref.id))
 
     @app.get("/metrics")
     def metrics_route() -> Response:

@@ -23,7 +23,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from backend.jobs import stats
+from backend.jobs import ranking, stats
 
 if TYPE_CHECKING:
     from backend.server.app import Backend
@@ -57,18 +57,35 @@ class StateCollector:
             "lsal_labelled_tasks", "Labelled tasks the current model was trained on", labels=["project"]
         )
         versions = GaugeMetricFamily("lsal_model_versions_stored", "Model versions kept on disk", labels=["project"])
+        checks = GaugeMetricFamily("lsal_llm_checks", "Human-checked LLM pre-labels", labels=["project"])
+        ece = GaugeMetricFamily("lsal_llm_ece", "Expected calibration error of LLM pre-labels",
+                                labels=["project", "stage"])  # fmt: skip
+        threshold = GaugeMetricFamily("lsal_llm_auto_accept_threshold", "Calibrated confidence that auto-accepts",
+                                      labels=["project"])  # fmt: skip
+        agreement = GaugeMetricFamily("lsal_llm_agreement", "Share of the LLM's pre-labels of a label that humans "
+                                      "confirmed", labels=["project", "label"])  # fmt: skip
         for project_id in store.projects():
             version = store.latest_version(project_id)
             if version is None:
                 continue
-            info.add_metric([str(project_id), version], 1)
+            project = str(project_id)
+            info.add_metric([project, store.prediction_version(project_id) or version], 1)
             meta = store.meta(project_id, version)
             if "labelled" in meta:
-                labelled.add_metric([str(project_id)], float(meta["labelled"]))
-            versions.add_metric([str(project_id)], len(store.versions(project_id)))
-        yield info
-        yield labelled
-        yield versions
+                labelled.add_metric([project], float(meta["labelled"]))
+            versions.add_metric([project], len(store.versions(project_id)))
+            report = meta.get("llm_checks") or {}
+            if report.get("checks"):
+                checks.add_metric([project], report["checks"])
+                for stage in ("raw", "calibrated"):
+                    if report.get(f"ece_{stage}") is not None:
+                        ece.add_metric([project, stage], report[f"ece_{stage}"])
+                if report.get("threshold") is not None:
+                    threshold.add_metric([project], report["threshold"])
+                for row in report.get("agreement", []):
+                    if row.get("precision") is not None:
+                        agreement.add_metric([project, row["label"]], row["precision"])
+        yield from (info, labelled, versions, checks, ece, threshold, agreement)
         try:
             counts = self.backend.queue.counts()
             runs = stats.training_runs(self.backend.conn)
@@ -89,6 +106,26 @@ class StateCollector:
         for status, count in runs.items():
             trainings.add_metric([status], count)
         yield trainings
+        preannotations = CounterMetricFamily("lsal_preannotation_runs", "LLM pre-annotation jobs by outcome",
+                                             labels=["status"])  # fmt: skip
+        for status, count in stats.job_runs(self.backend.conn, "preannotate").items():
+            preannotations.add_metric([status], count)
+        yield preannotations
+        rankings = CounterMetricFamily("lsal_ranking_runs", "Queue rankings by outcome", labels=["status"])
+        for status, count in stats.job_runs(self.backend.conn, "rank").items():
+            rankings.add_metric([status], count)
+        yield rankings
+        stop = GaugeMetricFamily("lsal_stop_signal", "Stopping rules: 1 when the rule says stop", labels=["project",
+                                 "rule"])  # fmt: skip
+        stop_value = GaugeMetricFamily("lsal_stop_signal_value", "Stopping rules: the measured value",
+                                       labels=["project", "rule"])  # fmt: skip
+        for project_id in store.projects():
+            for signal in ranking.stop_signals(self.backend.conn, project_id):
+                stop.add_metric([str(project_id), signal["name"]], float(signal["triggered"]))
+                if signal.get("value") is not None:
+                    stop_value.add_metric([str(project_id), signal["name"]], float(signal["value"]))
+        yield stop
+        yield stop_value
         tokens = CounterMetricFamily("lsal_llm_tokens", "LLM tokens per project", labels=["project", "kind"])
         spent = CounterMetricFamily("lsal_llm_dollars", "LLM spending per project, USD", labels=["project"])
         requests = CounterMetricFamily("lsal_llm_requests", "LLM requests per project", labels=["project", "cached"])

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-
-from backend.labeling import TaskSpec, build_choices_result
 
 TRAINING_ACTIONS = frozenset(
     {
@@ -24,7 +22,6 @@ IGNORED_ACTIONS = frozenset(
     {
         "PROJECT_CREATED",
         "PROJECT_UPDATED",
-        "TASKS_CREATED",
         "LABEL_LINK_CREATED",
         "LABEL_LINK_UPDATED",
         "LABEL_LINK_DELETED",
@@ -34,7 +31,8 @@ IGNORED_ACTIONS = frozenset(
     }
 )
 PROJECT_DELETED = "PROJECT_DELETED"
-KNOWN_ACTIONS = TRAINING_ACTIONS | IGNORED_ACTIONS | {PROJECT_DELETED}
+TASKS_CREATED = "TASKS_CREATED"  # new tasks to pre-annotate (when the LLM is on)
+KNOWN_ACTIONS = TRAINING_ACTIONS | IGNORED_ACTIONS | {PROJECT_DELETED, TASKS_CREATED}
 
 
 class ProtocolError(ValueError):
@@ -84,30 +82,3 @@ def _positive_int(value: Any) -> int:
     if number <= 0:
         raise ProtocolError(f"not a project id: {value!r}")
     return number
-
-
-def predict_tasks(
-    tasks: Sequence[Any], spec: TaskSpec, model: Any | None, version: str | None
-) -> list[dict[str, Any] | list[Any]]:
-    """One item per task, in order. A task we cannot predict gets `[]` (no prediction for it).
-
-    An empty list is LS's "this task has no predictions": nothing is saved for it, the other items
-    keep their places, and the task is asked for again once a model exists. A prediction with an empty
-    result, by contrast, would be stored and shown to annotators as an empty pre-label.
-    """
-    texts: list[str] = []
-    rows: list[int] = []
-    for i, task in enumerate(tasks):
-        data = task.get("data") if isinstance(task, Mapping) else None
-        text = spec.text_of(data) if isinstance(data, Mapping) else None
-        if text is not None:
-            texts.append(text)
-            rows.append(i)
-    results: list[dict[str, Any] | list[Any]] = [[] for _ in tasks]
-    if model is None or not texts:
-        return results
-    for row, prediction in zip(rows, model.predict(texts), strict=True):
-        result = build_choices_result(spec, prediction.labels)
-        if result:
-            results[row] = {"result": result, "score": round(prediction.score, 6), "model_version": version}
-    return results

@@ -11,19 +11,16 @@ log = logging.getLogger(__name__)
 
 
 class ModelRegistry:
-    """Answers 'which version is current' from one small file read, and loads a model only in /predict.
+    """Student models in memory, loaded only in /predict, each the store's current version.
 
-    A worker publishes a version by moving the store's LATEST pointer; the next /setup reports it and
-    the next /predict loads it. /health and /setup never load or train.
+    A worker publishes a version by moving the store's LATEST pointer; the next /setup reports it (from
+    the store: one small file read) and the next /predict loads it. /health and /setup never load or train.
     """
 
     def __init__(self, store: ModelStore) -> None:
         self.store = store
         self._models: dict[int, StoredModel] = {}
         self._lock = threading.Lock()
-
-    def current_version(self, project_id: int) -> str | None:
-        return self.store.latest_version(project_id)
 
     def get(self, project_id: int) -> StoredModel | None:
         version = self.store.latest_version(project_id)

@@ -2,7 +2,8 @@
 
 A linear SVM with temperature scaling fitted on out-of-fold scores. Side by side on 4,452 TREC-6
 labels, it fit in 1.6 s against 20 s for logistic regression (lbfgs, C=10), with the same accuracy
-(0.86) and calibration (ECE 0.04); bench/README.md has its training and prediction times.
+(0.86) and calibration (ECE 0.04); bench/README.md has its training and prediction times. The n-grams
+are TfidfVectorizer's, counted 3-5x faster by WordNgramTfidf and CharNgramTfidf below.
 
 Follows scikit-learn's conventions loosely (fit returns self, predict_proba columns in `labels` order),
 but takes label names rather than encoded targets, because that is what Label Studio speaks.
@@ -11,8 +12,10 @@ but takes label names rather than encoded targets, because that is what Label St
 from __future__ import annotations
 
 import os
-from collections import Counter
-from collections.abc import Sequence
+import re
+from array import array
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -22,7 +25,7 @@ from scipy import sparse
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.feature_extraction.text import CountVectorizer, TfidfTransformer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, StratifiedShuffleSplit, cross_val_predict
 from sklearn.pipeline import FeatureUnion, make_pipeline
@@ -61,15 +64,16 @@ class TemperatureScaledSVC:
     temperature to zero and every score to 1.0.
     """
 
-    def __init__(self, C: float, folds: int, holdout_from: int = 2000) -> None:
+    def __init__(self, C: float, folds: int, holdout_from: int = 2000, tol: float = 1e-2) -> None:
         self.C = C
         self.folds = folds
         self.holdout_from = holdout_from
+        self.tol = tol
 
     def fit(self, features: sparse.spmatrix, y: Sequence[str], sample_weight: np.ndarray | None = None):
         y_arr = np.asarray(y)
         weights = np.ones(len(y_arr)) if sample_weight is None else np.asarray(sample_weight, dtype=float)
-        self.svm_ = LinearSVC(C=self.C)
+        self.svm_ = self._svm()
         if len(y_arr) >= self.holdout_from:
             held, held_scores = self._fit_with_holdout(features, y_arr, weights)
         else:
@@ -94,7 +98,7 @@ class TemperatureScaledSVC:
         # liblinear releases the GIL: the folds run in threads, one per core, without copying the data
         with parallel_backend("threading", n_jobs=min(self.folds, os.cpu_count() or 1)):
             scores = cross_val_predict(
-                LinearSVC(C=self.C), features, y, cv=splitter, method="decision_function",
+                self._svm(), features, y, cv=splitter, method="decision_function",
                 params={"sample_weight": weights},
             )  # fmt: skip
         self.svm_.fit(features, y, sample_weight=weights)
@@ -107,12 +111,17 @@ class TemperatureScaledSVC:
         fits (on two thirds, and the final one on all) run side by side: one fit's wall time, not four."""
         splitter = StratifiedShuffleSplit(n_splits=1, test_size=1 / 3, random_state=0)
         train, held = next(splitter.split(np.zeros(len(y)), y))
-        probe = LinearSVC(C=self.C)
+        probe = self._svm()
         with ThreadPoolExecutor(max_workers=2) as pool:
             final = pool.submit(self.svm_.fit, features, y, sample_weight=weights)
             probe.fit(features[train], y[train], sample_weight=weights[train])
             final.result()
         return held, probe.decision_function(features[held])
+
+    def _svm(self) -> LinearSVC:
+        # tol=1e-2 rather than liblinear's 1e-4: ~25% faster on 10k 20 Newsgroups posts, with the same
+        # test accuracy and temperature (0.861, 0.139)
+        return LinearSVC(C=self.C, tol=self.tol)
 
     @staticmethod
     def _logits(decision: np.ndarray) -> np.ndarray:
@@ -141,34 +150,166 @@ class TextHead(TransformerMixin, BaseEstimator):
         return [text[: self.n_chars] for text in texts]
 
 
+# The tokens of TfidfVectorizer(token_pattern=r"(?u)\b\w+\b"), its default but for one-letter words:
+# runs of word characters always lie between word boundaries, and without the \b this is ~25% faster.
+_TOKEN = re.compile(r"\w+")
+
+# Both vectorizers number their columns from the most frequent n-gram down: the SVM's updates then
+# mostly hit one compact, cache-friendly part of its weight vectors, and it fits ~10% faster than with
+# the columns in name order.
+
+
+def _rows(ends: list[int]) -> np.ndarray:
+    """The row of each item, from the running end of each row's items."""
+    return np.repeat(np.arange(len(ends) - 1), np.diff(ends))
+
+
+class WordNgramTfidf(TransformerMixin, BaseEstimator):
+    """TF-IDF of word unigrams and bigrams, the `max_features` most frequent kept.
+
+    The features of TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, max_features=...) on _TOKEN's
+    tokens, counted ~4x faster: a token becomes an integer id once and a bigram is a pair of
+    ids, so counting is one numpy sort of integers, where TfidfVectorizer builds a string for every
+    bigram, looks each up in a dict and sorts them all by name (millions for 10k posts). Ties at the cut
+    are broken differently, so a few of the rarest kept features differ.
+    """
+
+    def __init__(self, max_features: int | None = 200_000) -> None:
+        self.max_features = max_features
+
+    def fit(self, texts: Sequence[str], y: object = None) -> WordNgramTfidf:
+        self.fit_transform(texts)
+        return self
+
+    def fit_transform(self, texts: Sequence[str], y: object = None) -> sparse.csr_matrix:
+        vocabulary: defaultdict[str, int] = defaultdict()
+        vocabulary.default_factory = vocabulary.__len__  # a new token gets the next id
+        tokens, ends = self._token_ids(texts, vocabulary.__getitem__)
+        self.vocabulary_ = dict(vocabulary)
+        key, row, count = self._ngram_counts(tokens, ends)
+        if not len(key):
+            raise ValueError("empty vocabulary: the texts have no words")
+        first = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])  # where each distinct key starts
+        frequency = np.add.reduceat(count, first)
+        by_frequency = key[first][np.argsort(-frequency, kind="stable")[: self.max_features]]
+        # keys_ sorted, to be searched; columns_[i] is keys_[i]'s column, numbered by frequency
+        self.columns_ = np.argsort(by_frequency)
+        self.keys_ = by_frequency[self.columns_]
+        self.tfidf_ = TfidfTransformer(sublinear_tf=True)
+        return self.tfidf_.fit_transform(self._matrix(key, row, count, len(texts)))
+
+    def transform(self, texts: Sequence[str]) -> sparse.csr_matrix:
+        get = self.vocabulary_.get
+        tokens, ends = self._token_ids(texts, lambda token: get(token, -1))
+        return self.tfidf_.transform(self._matrix(*self._ngram_counts(tokens, ends), len(texts)))
+
+    def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
+        tokens = np.empty(len(self.vocabulary_), dtype=object)
+        tokens[list(self.vocabulary_.values())] = list(self.vocabulary_)
+        n = len(tokens)
+        unigram = self.keys_ < n
+        first, second = np.divmod(self.keys_[~unigram] - n, n)
+        names = np.empty(len(self.keys_), dtype=object)
+        names[self.columns_] = np.concatenate([tokens[self.keys_[unigram]], tokens[first] + " " + tokens[second]])
+        return names
+
+    @staticmethod
+    def _token_ids(texts: Sequence[str], token_id: Callable[[str], int]) -> tuple[np.ndarray, list[int]]:
+        ids = array("q")  # int64, without a list of Python ints to convert
+        ends = [0]
+        for text in texts:
+            ids.extend(map(token_id, _TOKEN.findall(text.lower())))
+            ends.append(len(ids))
+        return np.frombuffer(ids, dtype=np.int64), ends
+
+    def _ngram_counts(self, tokens: np.ndarray, ends: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(key, row, count): how often each unigram and bigram occurs in each text, sorted by key, then row.
+
+        A unigram's key is its token id; bigram (a, b)'s is n + a * n + b for a vocabulary of n. Tokens out
+        of the vocabulary (id -1) are left out.
+        """
+        n, width = len(self.vocabulary_), max(len(ends) - 1, 1)
+        if (n + 1) * n * width >= 2**63:
+            raise ValueError(f"{width} texts over {n} distinct words: too many to count in 64 bits")
+        rows = _rows(ends)
+        known = tokens >= 0
+        pair = known[:-1] & known[1:] & (rows[:-1] == rows[1:])
+        keys = np.concatenate([tokens[known], n + tokens[:-1][pair] * n + tokens[1:][pair]])
+        rows = np.concatenate([rows[known], rows[:-1][pair]])
+        # sorting one int64 per occurrence (key, then row) is much faster than sorting pairs
+        key_and_row, count = np.unique(keys * width + rows, return_counts=True)
+        key, row = np.divmod(key_and_row, width)
+        return key, row, count
+
+    def _matrix(self, key: np.ndarray, row: np.ndarray, count: np.ndarray, n_texts: int) -> sparse.csr_matrix:
+        at = np.searchsorted(self.keys_, key)
+        found = self.keys_[np.minimum(at, len(self.keys_) - 1)] == key
+        values, column = count[found].astype(np.float32), self.columns_[at[found]]
+        return sparse.csr_matrix((values, (row[found], column)), shape=(n_texts, len(self.keys_)))
+
+
+def _char_wb_ngrams(vocabulary: Sequence[str] | None = None) -> CountVectorizer:
+    return CountVectorizer(
+        analyzer="char_wb", ngram_range=(2, 5), lowercase=False, vocabulary=vocabulary, dtype=np.float32
+    )
+
+
+def _count_by_id(rows: Iterable[Iterable[str]]) -> tuple[sparse.csr_matrix, list[str]]:
+    """Rows x distinct items counts, the items numbered as they first appear, and the items."""
+    ids: defaultdict[str, int] = defaultdict()
+    ids.default_factory = ids.__len__  # a new item gets the next id
+    columns: list[int] = []
+    ends = [0]
+    for items in rows:
+        columns.extend(map(ids.__getitem__, items))
+        ends.append(len(columns))
+    ones = np.ones(len(columns), dtype=np.float32)
+    counts = sparse.csr_matrix((ones, columns, ends), shape=(len(ends) - 1, len(ids)))
+    counts.sum_duplicates()
+    return counts, list(ids)
+
+
+class CharNgramTfidf(TransformerMixin, BaseEstimator):
+    """TF-IDF of character 2-5-grams within words (analyzer="char_wb"), made once per distinct word.
+
+    A text's char_wb n-grams are the sum of its words' (each padded with a space), so the counts are
+    (texts x words) @ (words x n-grams): the n-grams of "the" are made once, not at each occurrence. The
+    features of TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=...,
+    max_features=...) in a fraction of the time; ties at the `max_features` cut may be broken differently.
+    """
+
+    def __init__(self, min_df: int = 1, max_features: int | None = None) -> None:
+        self.min_df = min_df
+        self.max_features = max_features
+
+    def fit(self, texts: Sequence[str], y: object = None) -> CharNgramTfidf:
+        self.fit_transform(texts)
+        return self
+
+    def fit_transform(self, texts: Sequence[str], y: object = None) -> sparse.csr_matrix:
+        word_counts, words = _count_by_id(text.lower().split() for text in texts)
+        ngram_counts, ngrams = _count_by_id(map(_char_wb_ngrams().build_analyzer(), words))
+        counts = (word_counts @ ngram_counts).tocsr()
+        kept = np.flatnonzero(np.bincount(counts.indices, minlength=counts.shape[1]) >= self.min_df)
+        frequency = np.asarray(counts.sum(axis=0)).ravel()
+        kept = kept[np.argsort(-frequency[kept], kind="stable")[: self.max_features]]  # by frequency
+        # a fixed vocabulary: fitting on nothing only checks and indexes it
+        self.ngrams_ = _char_wb_ngrams([ngrams[i] for i in kept]).fit([])
+        self.tfidf_ = TfidfTransformer(sublinear_tf=True)
+        return self.tfidf_.fit_transform(counts[:, kept])
+
+    def transform(self, texts: Sequence[str]) -> sparse.csr_matrix:
+        word_counts, words = _count_by_id(text.lower().split() for text in texts)
+        return self.tfidf_.transform((word_counts @ self.ngrams_.transform(words)).tocsr())
+
+    def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
+        return self.ngrams_.get_feature_names_out()
+
+
 def _vectorizer(max_char_features: int, n_documents: int, char_head: int) -> FeatureUnion:
+    char = CharNgramTfidf(min_df=2 if n_documents >= 50 else 1, max_features=max_char_features)
     return FeatureUnion(
-        [
-            (
-                "word",
-                TfidfVectorizer(
-                    ngram_range=(1, 2),
-                    token_pattern=r"(?u)\b\w+\b",
-                    sublinear_tf=True,
-                    max_features=200_000,
-                    dtype=np.float32,
-                ),
-            ),
-            (
-                "char",
-                make_pipeline(
-                    TextHead(char_head),
-                    TfidfVectorizer(
-                        analyzer="char_wb",
-                        ngram_range=(2, 5),
-                        sublinear_tf=True,
-                        min_df=2 if n_documents >= 50 else 1,
-                        max_features=max_char_features,
-                        dtype=np.float32,
-                    ),
-                ),
-            ),
-        ]
+        [("word", WordNgramTfidf(max_features=200_000)), ("char", make_pipeline(TextHead(char_head), char))]
     )
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 _VERSION = re.compile(r"^v(\d+)-(\d{8}T\d{6})$")
+RELIABILITY_PNG = "llm-reliability.png"  # the reliability diagram of the LLM's pre-labels, per project
 
 
 @dataclass
@@ -65,6 +66,29 @@ class ModelStore:
             return (self.project_dir(project_id) / "LATEST").read_text().strip() or None
         except FileNotFoundError:
             return None
+
+    def llm_revision(self, project_id: int) -> str | None:
+        """The revision of the project's LLM pre-labels ("llm<n>"), or None before the first run."""
+        try:
+            return (self.project_dir(project_id) / "LLM_REVISION").read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def bump_llm_revision(self, project_id: int) -> str:
+        """A new revision: every pre-annotation run gets one, so the version /setup reports changes."""
+        current = self.llm_revision(project_id)
+        revision = f"llm{int(current[3:]) + 1 if current else 1}"
+        directory = self.project_dir(project_id)
+        directory.mkdir(parents=True, exist_ok=True)
+        _atomic_write(directory / "LLM_REVISION", revision.encode())
+        return revision
+
+    def prediction_version(self, project_id: int) -> str | None:
+        """The version of what /predict serves: the student's, joined by the LLM revision once there is one."""
+        student, llm = self.latest_version(project_id), self.llm_revision(project_id)
+        if llm is None:
+            return student
+        return f"{student or 'untrained'}+{llm}"
 
     def versions(self, project_id: int) -> list[str]:
         """Stored versions, oldest first."""

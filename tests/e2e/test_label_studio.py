@@ -14,35 +14,13 @@ import pytest
 import requests
 
 from backend.datasets import trec6
-from backend.labeling.templates import render
-from backend.labelstudio import LabelStudio
-from tests.fixtures.services import BackendProcess, LabelStudioServer, wait_for
+from tests.fixtures.services import BackendProcess, LabelStudioServer, annotate, connected_project, wait_for
 from tests.helpers import ROOT
 
 pytestmark = pytest.mark.e2e
 
 N_TASKS = 200
 N_ANNOTATIONS = 20
-
-
-def _project(label_studio: LabelStudioServer, backend: BackendProcess, labels: list[str]) -> tuple[int, int]:
-    """A fresh project from the shipped single-label template, connected to the backend."""
-    ls = label_studio.sdk()
-    template = (ROOT / "label_configs" / "text_classification_single.xml").read_text()
-    project = ls.projects.create(title=f"e2e {uuid.uuid4().hex[:8]}", label_config=render(template, labels))
-    backend_id = LabelStudio(label_studio.url, label_studio.token).connect_backend(
-        project.id,
-        backend.url,
-        title="lsal",
-        basic_auth=backend.auth,
-        webhook_headers={"X-Webhook-Secret": backend.webhook_secret},
-    )
-    return int(project.id), backend_id
-
-
-def _annotate(label_studio: LabelStudioServer, task_id: int, label: str) -> int:
-    result = [{"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": [label]}}]
-    return int(label_studio.sdk().annotations.create(id=task_id, result=result).id)
 
 
 def _labelled(backend: BackendProcess, project_id: int) -> float | None:
@@ -67,7 +45,7 @@ def test_annotations_retrain_the_backend_and_ls_gets_new_predictions(
     data = trec6()
     rng = random.Random(7)
     order = rng.sample(range(len(data)), N_TASKS)
-    project_id, backend_id = _project(label_studio, backend, data.classes)
+    project_id, backend_id = connected_project(label_studio, backend, data.classes)
 
     # connecting ran /health and /setup: LS knows the backend, and its webhook now carries our secret
     assert [b.id for b in ls.ml.list(project=project_id)] == [backend_id]
@@ -85,7 +63,7 @@ def test_annotations_retrain_the_backend_and_ls_gets_new_predictions(
         by_label.setdefault(task.data["gold"], []).append(task)
     chosen = [t for group in by_label.values() for t in group[:4]][:N_ANNOTATIONS]
     chosen += [t for t in tasks if t not in chosen][: N_ANNOTATIONS - len(chosen)]
-    annotation_ids = [_annotate(label_studio, t.id, t.data["gold"]) for t in chosen]
+    annotation_ids = [annotate(label_studio, t.id, t.data["gold"]) for t in chosen]
     assert len(set(Counter(t.data["gold"] for t in chosen))) >= 2
 
     # the webhooks queued (coalesced) trainings; the last one saw all 20 labels

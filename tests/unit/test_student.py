@@ -4,9 +4,28 @@ import pickle
 
 import numpy as np
 import pytest
+from scipy import sparse
+from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 
 from backend.student import ModelStore, StudentModel, decide
+from backend.student.model import CharNgramTfidf, WordNgramTfidf
 from tests.helpers import NEGATIVE, POSITIVE
+
+# Repeated words and bigrams, one-letter words, case, digits, punctuation, accents, odd whitespace, an
+# empty text and one without words: what the vectorizers must treat as TfidfVectorizer does.
+CORPUS = [
+    *POSITIVE,
+    *NEGATIVE,
+    "The the THE: a b c a b",
+    "Ünïcode café, naïve façade; café au lait",
+    "tabs\tand\nnewlines  and   spaces\r\n",
+    "it's 3.14 or 42, isn't it? 42!",
+    "",
+    "... !!! ???",
+    "x",
+    "love love love it, great great",
+]
+UNSEEN = ["a wonderful café we love", "never seen words zzz qqq", "", "THE the quality, the value"]
 
 
 def _fitted() -> StudentModel:
@@ -126,6 +145,88 @@ def test_recreated_project_archives_old_models(tmp_path) -> None:
     assert list(tmp_path.glob("archived-project-3-*"))
 
 
+def _by_name(matrix: sparse.spmatrix, names: np.ndarray) -> np.ndarray:
+    """The matrix's columns in the order of their sorted names, dense."""
+    return matrix.toarray()[:, np.argsort(names)]
+
+
+def test_word_ngrams_are_tfidf_vectorizers_features() -> None:
+    reference = TfidfVectorizer(ngram_range=(1, 2), token_pattern=r"(?u)\b\w+\b", sublinear_tf=True)
+    expected = reference.fit_transform(CORPUS)
+    words = WordNgramTfidf(max_features=None)
+    features = words.fit_transform(CORPUS)
+    names = words.get_feature_names_out()
+    assert sorted(names) == list(reference.get_feature_names_out())
+    np.testing.assert_allclose(_by_name(features, names), expected.toarray(), rtol=1e-6)
+    # unseen words and bigrams are left out, as in TfidfVectorizer
+    np.testing.assert_allclose(
+        _by_name(words.transform(UNSEEN), names), reference.transform(UNSEEN).toarray(), rtol=1e-6
+    )
+
+
+def test_word_ngrams_keep_the_most_frequent() -> None:
+    counts = CountVectorizer(ngram_range=(1, 2), token_pattern=r"(?u)\b\w+\b")
+    frequency = np.asarray(counts.fit_transform(CORPUS).sum(axis=0)).ravel()
+    names = counts.get_feature_names_out()
+    words = WordNgramTfidf(max_features=10).fit(CORPUS)
+    kept = set(words.get_feature_names_out())
+    assert len(kept) == 10
+    kept_frequency = frequency[[name in kept for name in names]]
+    assert kept_frequency.min() >= frequency[[name not in kept for name in names]].max()
+    assert {"love", "it", "great", "the"} <= kept
+    assert words.transform(UNSEEN).shape == (len(UNSEEN), 10)
+
+
+def _untied_cut(at_least: int) -> int:
+    """A max_features with no tie at the cut: TfidfVectorizer breaks ties in no documented order."""
+    counts = CountVectorizer(analyzer="char_wb", ngram_range=(2, 5), min_df=2).fit_transform(CORPUS)
+    frequency = np.sort(np.asarray(counts.sum(axis=0)).ravel())[::-1]
+    return next(k for k in range(at_least, len(frequency)) if frequency[k - 1] > frequency[k])
+
+
+@pytest.mark.parametrize("cut", [False, True])
+def test_char_ngrams_are_tfidf_vectorizers_features(cut: bool) -> None:
+    max_features = _untied_cut(20) if cut else None
+    reference = TfidfVectorizer(
+        analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2, max_features=max_features
+    )
+    expected = reference.fit_transform(CORPUS)
+    chars = CharNgramTfidf(min_df=2, max_features=max_features)
+    features = chars.fit_transform(CORPUS)
+    names = chars.get_feature_names_out()
+    assert sorted(names) == list(reference.get_feature_names_out())
+    assert features.shape[1] == (max_features or len(reference.vocabulary_))
+    np.testing.assert_allclose(_by_name(features, names), expected.toarray(), rtol=1e-6)
+    np.testing.assert_allclose(
+        _by_name(chars.transform(UNSEEN), names), reference.transform(UNSEEN).toarray(), rtol=1e-6
+    )
+
+
+@pytest.mark.parametrize(
+    ("vectorizer", "counts"),
+    [
+        (WordNgramTfidf(max_features=None), CountVectorizer(ngram_range=(1, 2), token_pattern=r"(?u)\b\w+\b")),
+        (CharNgramTfidf(min_df=2), CountVectorizer(analyzer="char_wb", ngram_range=(2, 5), min_df=2)),
+    ],
+)
+def test_columns_go_from_the_most_frequent_down(
+    vectorizer: WordNgramTfidf | CharNgramTfidf, counts: CountVectorizer
+) -> None:
+    """The SVM fits faster when its most used weights sit together (see model.py)."""
+    names = vectorizer.fit(CORPUS).get_feature_names_out()
+    total = counts.fit_transform(CORPUS).sum(axis=0).A1
+    frequency = dict(zip(counts.get_feature_names_out(), total, strict=True))
+    in_column_order = np.array([frequency[name] for name in names])
+    assert (np.diff(in_column_order) <= 0).all() and in_column_order[0] > in_column_order[-1]
+
+
+def test_a_pickled_model_predicts_the_same() -> None:
+    model = _fitted()
+    texts = ["love it", "awful", "a chair", ""]
+    again = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(again.predict_proba(texts), model.predict_proba(texts))
+
+
 def test_large_label_sets_calibrate_on_a_held_out_third() -> None:
     from backend.datasets import trec6
     from backend.llm.calibration import expected_calibration_error
@@ -139,3 +240,15 @@ def test_large_label_sets_calibrate_on_a_held_out_third() -> None:
     correct = [p.labels[0] == data.labels[i] for p, i in zip(predictions, test, strict=True)]
     assert np.mean(correct) > 0.8
     assert expected_calibration_error([p.score for p in predictions], correct) < 0.06
+
+
+def test_prediction_version_joins_the_llm_revision(tmp_path) -> None:
+    store = ModelStore(tmp_path)
+    assert store.prediction_version(3) is None and store.llm_revision(3) is None
+    assert store.bump_llm_revision(3) == "llm1"
+    assert store.prediction_version(3) == "untrained+llm1"
+    version = store.save(3, _fitted())
+    assert store.prediction_version(3) == f"{version}+llm1"
+    assert store.bump_llm_revision(3) == "llm2"
+    assert store.prediction_version(3) == f"{version}+llm2"
+    assert store.latest_version(3) == version  # the student's own version is unchanged

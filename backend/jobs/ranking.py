@@ -1,0 +1,275 @@
+"""The active-learning queue: rank the unlabelled pool with the project's strategy, and make LS serve it.
+
+How LS 1.23 picks the next task (projects/functions/next_task.py): with "Uncertainty sampling" it takes
+the unlabelled tasks that have a prediction at `project.model_version`, lowest score first. Its editor
+and Data Manager also show only the predictions at `project.model_version`. So the queue is published
+as predictions at a queue version of its own, for the strategy's top `QUEUE_SIZE` tasks only, each the
+task's honest pre-label with its calibrated score (the one /predict would serve): no number LS shows is
+anything but a probability of being right. LS serves the batch least-confident first, which is the order
+the backend publishes; the strategy decides which tasks are in the batch. When the batch is used up
+before the next ranking, LS falls back to random order until the next retraining re-ranks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+
+from backend.jobs import llm_answers, stats
+from backend.jobs.preannotate import llm_client
+from backend.jobs.queue import RANK
+from backend.jobs.running import JobContext, read_project, run_project_job
+from backend.labeling import Example, TaskSpec
+from backend.labeling.predictions import predict_tasks
+from backend.llm.annotator import StoredAnswer, pre_label
+from backend.llm.checks import published_calibration
+from backend.llm.cost import Budget, BudgetExceeded, Usage, dollars
+from backend.llm.prompts import informativeness_prompt, informativeness_schema
+from backend.selection.embeddings import svd_embeddings
+from backend.selection.stopping import Round, StoppingConfig, evaluate
+from backend.selection.strategies import Pool, make_strategy, margin_uncertainty, top_indices
+from backend.settings import Settings
+from backend.student import StudentModel
+
+log = logging.getLogger(__name__)
+
+UNCERTAINTY_SAMPLING = "Uncertainty sampling"
+PREDICT_CHUNK = 5000  # tasks per predict_proba call: bounded memory on large pools
+STOP_SET_SIZE = 500
+FALLBACK = "margin"  # needs only the student's probabilities, which a ranking always has
+JUDGED_PER_SLOT = 4  # LLM informativeness: judge this many of the most uncertain tasks per queue slot
+
+
+def _key(project_id: int, what: str) -> str:
+    return f"lsal:queue:{int(project_id)}:{what}"
+
+
+def published_queue(conn: Any, project_id: int) -> dict[str, Any] | None:
+    raw = conn.get(_key(project_id, "current"))
+    return json.loads(raw) if raw else None
+
+
+def stop_signals(conn: Any, project_id: int) -> list[dict[str, Any]]:
+    raw = conn.get(_key(project_id, "signals"))
+    return json.loads(raw) if raw else []
+
+
+def rounds(conn: Any, project_id: int) -> list[dict[str, Any]]:
+    return [json.loads(r) for r in conn.lrange(_key(project_id, "rounds"), 0, -1)]
+
+
+def predict_proba(model: StudentModel, texts: Sequence[str]) -> np.ndarray:
+    parts = [model.predict_proba(texts[i : i + PREDICT_CHUNK]) for i in range(0, len(texts), PREDICT_CHUNK)]
+    return np.vstack(parts) if parts else np.zeros((0, len(model.labels)))
+
+
+def bootstrap_committee(
+    spec: TaskSpec, human: Sequence[Example], texts: Sequence[str], members: int = 5, seed: int = 0
+) -> list[np.ndarray]:
+    """Probabilities on `texts` from students fitted on bootstrap resamples of the human labels."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(members):
+        rows = rng.integers(0, len(human), len(human))
+        sample = [human[i] for i in rows]
+        if len({e.labels[0] for e in sample}) < 2:
+            continue
+        member = StudentModel(spec.labels, multi_label=spec.multi_label).fit(
+            [e.text for e in sample], [e.labels for e in sample]
+        )
+        out.append(predict_proba(member, texts))
+    return out
+
+
+def llm_distributions(answers: Mapping[int, StoredAnswer], ids: Sequence[int], labels: Sequence[str]) -> np.ndarray:
+    """(n, k) LLM label distributions, NaN rows where the LLM gave none."""
+    out = np.full((len(ids), len(labels)), np.nan)
+    for row, task in enumerate(ids):
+        answer = answers.get(task)
+        if answer is not None and answer.distribution:
+            out[row] = [answer.distribution.get(label, 0.0) for label in labels]
+    return out
+
+
+def judged_informativeness(
+    ctx: JobContext, project_id: int, spec: TaskSpec, texts: Sequence[str], proba: np.ndarray, size: int
+) -> np.ndarray | None:
+    """The LLM's 0-1 informativeness for the most uncertain `JUDGED_PER_SLOT * size` tasks, NaN for the rest.
+
+    Costed like pre-annotation: counted in the project's spend, checked against its budget first, cached.
+    None when there is no LLM, the budget would not cover it, or the endpoint stopped answering.
+    """
+    client = llm_client(ctx.settings, ctx.conn)
+    if client is None:
+        return None
+    candidates = top_indices(margin_uncertainty(proba), JUDGED_PER_SLOT * size, np.random.default_rng(0))
+    prompts = [informativeness_prompt(spec, texts[i]) for i in candidates]
+    price = ctx.settings.llm_price()
+    estimate = Usage(sum(p.estimated_tokens for p in prompts), client.config.max_tokens * len(prompts))
+    try:
+        Budget(ctx.settings.llm_budget_usd).check(stats.llm_spend(ctx.conn, project_id).get("dollars", 0.0),
+                                                  dollars(estimate, price))  # fmt: skip
+    except BudgetExceeded as exc:
+        log.warning("project %s: no LLM informativeness: %s", project_id, exc)
+        return None
+    ctx.progress(f"asking the LLM how informative {len(prompts)} candidate tasks are")
+    judged = client.judge_many(prompts, informativeness_schema())
+    stats.record_llm_usage(ctx.conn, project_id, sum((j[1] for j in judged if j is not None), Usage()), price)
+    if any(j is None for j in judged):
+        return None  # the circuit opened: too few tasks were judged to rank by
+    out = np.full(len(texts), np.nan)
+    for row, (score, _) in zip(candidates, judged, strict=True):  # type: ignore[misc]
+        if score is not None:
+            out[row] = score
+    return out
+
+
+def stop_set(conn: Any, project_id: int, candidates: Sequence[int]) -> list[int]:
+    """A fixed sample of task ids on which successive models are compared (chosen once, then kept)."""
+    raw = conn.get(_key(project_id, "stop_set"))
+    if raw:
+        return json.loads(raw)
+    chosen = sorted(np.random.default_rng(project_id).permutation(sorted(candidates))[:STOP_SET_SIZE].tolist())
+    conn.set(_key(project_id, "stop_set"), json.dumps(chosen))
+    return chosen
+
+
+def run_ranking(project_id: int, ctx: JobContext, strategy_name: str, size: int) -> dict[str, Any]:
+    started = time.perf_counter()
+    version = ctx.store.latest_version(project_id)
+    stored = ctx.store.load(project_id, version) if version else None
+    if stored is None:
+        return {"status": "waiting", "message": "no student model yet: the queue starts after the first training"}
+    ctx.progress("reading tasks")
+    project = read_project(ctx.ls, project_id)
+    spec, human, pool = project.spec, project.human, project.pool
+    ids, texts = [task for task, _ in pool], [text for _, text in pool]
+    model: StudentModel = stored.model
+    ctx.progress(f"scoring {len(pool)} unlabelled tasks")
+    proba = predict_proba(model, texts)
+    strategy = make_strategy(strategy_name)
+    answers = llm_answers.all_answers(ctx.conn, project_id)
+    batch: list[int] = []
+    fallback = None
+    if pool:
+        features = _pool(strategy.needs, spec, human, texts, ids, proba, answers)
+        if "llm_informativeness" in strategy.needs:
+            features.llm_informativeness = judged_informativeness(ctx, project_id, spec, texts, proba, size)
+        try:
+            features.require(strategy.needs, strategy.name)
+        except ValueError as exc:  # e.g. a committee needs two classes in a resample; no LLM scores yet
+            fallback = f"{exc}; ranked by {FALLBACK} instead"
+            log.warning("project %s: %s", project_id, fallback)
+            strategy = make_strategy(FALLBACK)
+        rng = np.random.default_rng(len(human))
+        batch = [int(i) for i in strategy.rank(features, min(size, len(pool)), rng)]
+
+    calibrator, threshold = published_calibration(stored.meta)
+    queue_number = int(ctx.conn.incr(_key(project_id, "number")))
+    queue_version = f"queue{queue_number}-{ctx.store.prediction_version(project_id)}"
+    chosen_ids = [ids[i] for i in batch]
+    pre = {task: pre_label(answers[task], calibrator, threshold) for task in chosen_ids
+           if task in answers}  # fmt: skip
+    tasks = [{"id": ids[i], "data": {spec.data_key: texts[i]}} for i in batch]
+    items = predict_tasks(tasks, spec, model, queue_version, pre)
+    predictions = [{"task": task["id"], **item} for task, item in zip(tasks, items, strict=True) if item]
+    order = [p["task"] for p in sorted(predictions, key=lambda p: (p["score"], p["task"]))]
+
+    ctx.progress(f"publishing {len(predictions)} tasks to Label Studio")
+    previous = published_queue(ctx.conn, project_id)
+    ctx.ls.import_predictions(project_id, predictions)
+    ctx.ls.set_model_version(project_id, queue_version, sampling=UNCERTAINTY_SAMPLING)
+    # recorded as soon as LS serves it: /queue must not describe the old batch while the delete below runs
+    published = {"version": queue_version, "strategy": strategy.name, "order": order, "student": version,
+                 "pool": len(pool), "labelled": len(human), "at": time.time()}  # fmt: skip
+    ctx.conn.set(_key(project_id, "current"), json.dumps(published))
+    if previous and previous["version"] != queue_version:
+        ctx.ls.delete_predictions(project_id, previous["version"])
+
+    signals = _stopping(ctx, project_id, spec, model, stored.meta, human, ids, texts, proba)
+    log.info("project %s: queue %s (%s) with %d tasks of %d", project_id, queue_version, strategy_name,
+             len(order), len(pool))  # fmt: skip
+    return {
+        "status": "ranked",
+        "version": queue_version,
+        "strategy": strategy.name,
+        "fallback": fallback,
+        "queued": len(order),
+        "pool": len(pool),
+        "stop": [s["name"] for s in signals if s["triggered"]],
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+def _pool(
+    needs: frozenset[str],
+    spec: TaskSpec,
+    human: Sequence[Example],
+    texts: Sequence[str],
+    ids: Sequence[int],
+    proba: np.ndarray,
+    answers: Mapping[int, StoredAnswer],
+) -> Pool:
+    """What the strategy asks for, computed only when it asks (embeddings and committees are not free)."""
+    pool = Pool(proba=proba)
+    if needs & {"embeddings", "labelled_embeddings"}:
+        embedded = svd_embeddings(list(texts) + [e.text for e in human])
+        pool.embeddings, pool.labelled_embeddings = embedded[: len(texts)], embedded[len(texts) :]
+    if "committee" in needs and len(human) >= 2:
+        pool.committee = bootstrap_committee(spec, human, texts)
+    if "llm_proba" in needs:
+        pool.llm_proba = llm_distributions(answers, ids, spec.labels)
+    return pool
+
+
+def _stopping(
+    ctx: JobContext,
+    project_id: int,
+    spec: TaskSpec,
+    model: StudentModel,
+    meta: Mapping[str, Any],
+    human: Sequence[Example],
+    ids: Sequence[int],
+    texts: Sequence[str],
+    proba: np.ndarray,
+) -> list[dict[str, Any]]:
+    """Record this round and evaluate the stopping rules on the project's history."""
+    known = {e.task_id: e.text for e in human} | dict(zip(ids, texts, strict=True))
+    fixed = [task for task in stop_set(ctx.conn, project_id, list(known)) if task in known]
+    stop_labels = [p.labels[0] for p in model.predict([known[t] for t in fixed])] if fixed else []
+    prequential = meta.get("prequential") or {}
+    this_round = Round(
+        labels=len(human),
+        llm_dollars=stats.llm_spend(ctx.conn, project_id).get("dollars", 0.0),
+        stop_set_predictions=stop_labels,
+        checked_accuracy=prequential.get("accuracy"),
+        mean_confidence=float(proba.max(axis=1).mean()) if len(proba) else None,
+    )
+    ctx.conn.rpush(_key(project_id, "rounds"), json.dumps(asdict(this_round)))
+    history = [Round(**r) for r in rounds(ctx.conn, project_id)]
+    signals = [asdict(s) for s in evaluate(history, stopping_config(ctx.settings))]
+    ctx.conn.set(_key(project_id, "signals"), json.dumps(signals))
+    return signals
+
+
+def stopping_config(settings: Settings) -> StoppingConfig:
+    return StoppingConfig(
+        max_labels=settings.label_budget,
+        max_dollars=settings.total_budget_usd,
+        human_cost_per_label=settings.human_cost_per_label,
+    )
+
+
+def rank_project(project_id: int, reason: str = "") -> dict[str, Any]:
+    """The rq job."""
+
+    def work(ctx: JobContext) -> dict[str, Any]:
+        return run_ranking(project_id, ctx, ctx.settings.queue_strategy, ctx.settings.queue_size)
+
+    return run_project_job(RANK, project_id, work)

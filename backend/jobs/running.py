@@ -1,0 +1,95 @@
+"""What every project job shares: coalescing slots, a per-project lock, progress, outcome statistics."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from rq import get_current_job
+
+from backend.jobs import stats
+from backend.jobs.connection import connect
+from backend.jobs.queue import coalescer_for, job_timeout
+from backend.labeling import Example, TaskSpec, parse_label_config, training_examples
+from backend.labelstudio import LabelStudio, LabelStudioError
+from backend.settings import Settings, get_settings
+from backend.student import ModelStore
+
+
+@dataclass
+class JobContext:
+    settings: Settings
+    conn: redis.Redis
+    store: ModelStore
+    ls: LabelStudio
+    progress: Callable[[str], None]
+
+
+@dataclass
+class ProjectTasks:
+    """What both LLM and ranking jobs read first: the task spec, the human labels, the unlabelled pool."""
+
+    spec: TaskSpec
+    human: list[Example]
+    pool: list[tuple[int, str]]  # (task id, text) of tasks with text and no annotation
+
+
+def read_project(ls: LabelStudio, project_id: int) -> ProjectTasks:
+    spec = parse_label_config(ls.label_config(project_id))
+    human = training_examples(spec, ls.iter_annotated_tasks(project_id))
+    labelled = {e.task_id for e in human}
+    pool = [
+        (int(task["id"]), text)
+        for task in ls.iter_tasks(project_id)
+        if task["total_annotations"] == 0 and int(task["id"]) not in labelled
+        and (text := spec.text_of(task["data"])) is not None
+    ]  # fmt: skip
+    return ProjectTasks(spec, human, pool)
+
+
+def label_studio_for(settings: Settings, conn: redis.Redis, project_id: int) -> LabelStudio:
+    """LS from the environment; else what LS itself told us at /setup (hostname and token)."""
+    if settings.label_studio_url and settings.label_studio_api_key:
+        return LabelStudio(settings.label_studio_url, settings.label_studio_api_key, settings.ls_page_size)
+    remembered = stats.ls_access(conn, project_id)
+    if remembered:
+        return LabelStudio(remembered[0], remembered[1], settings.ls_page_size)
+    return LabelStudio(settings.label_studio_url or "", settings.label_studio_api_key or "")
+
+
+def run_project_job(kind: str, project_id: int, work: Callable[[JobContext], dict[str, Any]]) -> dict[str, Any]:
+    """Run `work` as the job of `kind` for the project: one at a time, its outcome recorded either way."""
+    settings = get_settings()
+    job = get_current_job()
+    conn: redis.Redis = job.connection if job is not None else connect(settings)
+    job_id = job.id if job is not None else f"inline-{uuid.uuid4().hex[:12]}"
+    coalescer = coalescer_for(conn, settings, kind)
+    coalescer.started(project_id, job_id)
+
+    def progress(message: str) -> None:
+        if job is not None:
+            job.meta["progress"] = message
+            job.save_meta()
+
+    try:
+        lock = conn.lock(
+            f"lsal:{kind}:{int(project_id)}:lock",
+            timeout=job_timeout(settings, kind),
+            blocking_timeout=job_timeout(settings, kind),
+        )
+        with lock:
+            store = ModelStore(settings.models_path, keep=settings.keep_model_versions)
+            ls = label_studio_for(settings, conn, project_id)
+            result = work(JobContext(settings, conn, store, ls, progress))
+    except Exception as exc:
+        stats.record_job(conn, kind, project_id, {"status": "failed", "error": str(exc)})
+        if job is not None and not (isinstance(exc, LabelStudioError) and exc.transient):
+            job.retries_left = 0  # a refused key or an unsupported config fails the same way next time
+        raise
+    finally:
+        coalescer.finished(project_id, job_id)
+    stats.record_job(conn, kind, project_id, result)
+    return result

@@ -1,0 +1,87 @@
+"""From tasks to LLM pre-labels: few-shot prompts for a batch, and the answer we keep per task. No I/O.
+
+Few-shot examples are human-labelled tasks chosen per item: the most similar one of each label first
+(coverage), then the most similar of the rest, within a token budget (prompts.select_examples).
+Similarity is TF-IDF cosine, computed for the whole batch in one sparse product.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
+
+from backend.labeling import Example, TaskSpec, build_choices_result
+from backend.llm.calibration import Calibrator
+from backend.llm.prompts import Prompt, build_prompt, select_examples
+from backend.llm.routing import route
+
+
+@dataclass(frozen=True)
+class StoredAnswer:
+    """What the LLM said about one task, kept (in Redis) until the task is pre-labelled again."""
+
+    labels: tuple[str, ...]
+    confidence: float  # raw: the model's own probability, before calibration against humans
+    method: str  # "logprobs" or "votes"
+    model: str
+    seed: bool = False  # part of the cold-start seed the student may train on
+    text: str | None = None  # kept for seed answers only: training reads them without asking LS
+    distribution: dict[str, float] | None = None  # over the labels, where logprobs or votes gave one
+
+    def dumps(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def loads(cls, raw: str | bytes) -> StoredAnswer:
+        data = json.loads(raw)
+        return cls(tuple(data["labels"]), float(data["confidence"]), data["method"], data["model"],
+                   bool(data.get("seed", False)), data.get("text"), data.get("distribution"))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PreLabel:
+    """An LLM answer as a reviewer sees it: labels, the calibrated probability they are right, a route."""
+
+    labels: tuple[str, ...]
+    score: float
+    route: str
+    calibrated: bool
+
+
+def pre_label(answer: StoredAnswer, calibrator: Calibrator | None, threshold: float | None) -> PreLabel:
+    calibrated = calibrator is not None and calibrator.fitted_method is not None
+    score = float(calibrator.transform([answer.confidence])[0]) if calibrated else answer.confidence  # type: ignore[union-attr]
+    # an uncalibrated score has not been checked against humans: it never auto-accepts
+    return PreLabel(answer.labels, score, route(score, threshold if calibrated else None), calibrated)
+
+
+def prediction_item(spec: TaskSpec, label: PreLabel, version: str) -> dict | None:
+    result = build_choices_result(spec, label.labels)
+    return {"result": result, "score": round(label.score, 6), "model_version": version} if result else None
+
+
+def few_shot_prompts(
+    spec: TaskSpec,
+    texts: Sequence[str],
+    examples: Sequence[Example],
+    k: int = 4,
+    token_budget: int = 600,
+    instructions: str = "",
+) -> list[Prompt]:
+    """One prompt per text, each with up to `k` human-labelled examples chosen for it."""
+    if k <= 0 or not examples:
+        return [build_prompt(spec, text, instructions=instructions) for text in texts]
+    vectorizer = TfidfVectorizer(sublinear_tf=True, max_features=50_000)
+    vectorizer.fit([e.text for e in examples] + list(texts))
+    similarity = (vectorizer.transform(texts) @ vectorizer.transform([e.text for e in examples]).T).toarray()
+    prompts = []
+    for text, row in zip(texts, similarity, strict=True):
+        # a task is never its own example (a text labelled by a human is not pre-labelled, but be sure)
+        candidates = [(e, s) for e, s in zip(examples, row, strict=True) if e.text != text]
+        shots = select_examples([e for e, _ in candidates], np.array([s for _, s in candidates]), k, token_budget)
+        prompts.append(build_prompt(spec, text, shots, instructions=instructions))
+    return prompts

@@ -1,0 +1,446 @@
+"""Query strategies: which unlabelled tasks a human should label next.
+
+Each strategy looks only at a `Pool` of arrays over the n unlabelled tasks (student probabilities,
+embeddings, a bootstrap committee, the LLM's answers) and returns task indices, most useful first.
+They know nothing of texts, Label Studio or the LLM client: whoever builds the Pool does that.
+
+Every strategy runs on 100,000 tasks in memory linear in n: no n x n matrix is ever formed.
+Rankings are deterministic given the rng, which also breaks ties (so a pool of identical scores,
+as at the cold start, is not taken in index order).
+
+Uncertainty scores assume rows that are distributions over the labels (single-label tasks).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+from scipy import sparse
+from scipy.special import entr, rel_entr
+from sklearn.cluster import MiniBatchKMeans
+from sklearn.exceptions import ConvergenceWarning
+
+from backend.selection.diversity import k_center_greedy
+
+Embeddings = np.ndarray | sparse.spmatrix
+
+
+@dataclass
+class Pool:
+    """What a strategy may look at. Every array is over the same n unlabelled tasks, in one order."""
+
+    proba: np.ndarray | None = None  # (n, k) student probabilities, columns in label order
+    embeddings: Embeddings | None = None  # (n, d) L2-normalized rows, for diversity
+    labelled_embeddings: Embeddings | None = None  # (m, d) tasks already labelled: the coreset starts from them
+    committee: Sequence[np.ndarray] = ()  # (n, k) probabilities from each bootstrap member of the student
+    llm_proba: np.ndarray | None = None  # (n, k) the LLM's label distribution; NaN rows where it gave none
+    llm_informativeness: np.ndarray | None = None  # (n,) an LLM's judged usefulness in [0, 1], NaN if unknown
+
+    @property
+    def size(self) -> int:
+        """The number of tasks, which every given array must agree on."""
+        lengths = {
+            name: value.shape[0]
+            for name, value in (
+                ("proba", self.proba),
+                ("embeddings", self.embeddings),
+                ("llm_proba", self.llm_proba),
+                ("llm_informativeness", self.llm_informativeness),
+            )
+            if value is not None
+        }
+        lengths.update({f"committee[{i}]": len(member) for i, member in enumerate(self.committee)})
+        if not lengths:
+            raise ValueError("the Pool has no arrays, so its size is unknown")
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"the Pool's arrays disagree on the number of tasks: {lengths}")
+        return next(iter(lengths.values()))
+
+    def require(self, needed: frozenset[str], strategy: str) -> None:
+        missing = [name for name in sorted(needed) if _is_missing(getattr(self, name))]
+        if missing:
+            raise ValueError(f"strategy {strategy!r} needs Pool field(s) {', '.join(missing)}, which are missing")
+
+
+def _is_missing(value: object) -> bool:
+    return value is None or (isinstance(value, Sequence) and len(value) == 0)
+
+
+@runtime_checkable
+class QueryStrategy(Protocol):
+    name: ClassVar[str]
+    needs: ClassVar[frozenset[str]]  # the Pool fields it requires
+
+    def rank(self, pool: Pool, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Up to n task indices into the pool, most useful first, none repeated."""
+        ...
+
+
+# --- uncertainty scores: higher means more uncertain, each in [0, 1] ---------------------------------
+
+
+def least_confidence(proba: np.ndarray) -> np.ndarray:
+    return 1.0 - proba.max(axis=1)
+
+
+def margin_uncertainty(proba: np.ndarray) -> np.ndarray:
+    """1 minus the gap between the two likeliest labels: 1 for a tie, 0 for certainty."""
+    top_two = np.partition(proba, -2, axis=1)[:, -2:]
+    return 1.0 - (top_two[:, 1] - top_two[:, 0])
+
+
+def entropy(proba: np.ndarray) -> np.ndarray:
+    """Shannon entropy of each row, divided by log(k) so a uniform row scores 1."""
+    return entr(proba).sum(axis=1) / np.log(proba.shape[1])
+
+
+UNCERTAINTY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "least_confidence": least_confidence,
+    "margin": margin_uncertainty,
+    "entropy": entropy,
+}
+
+
+def vote_entropy(committee: Sequence[np.ndarray]) -> np.ndarray:
+    """Entropy of the members' argmax votes, divided by log(k): 0 when all agree."""
+    n, k = committee[0].shape
+    votes = np.zeros((n, k))
+    rows = np.arange(n)
+    for member in committee:
+        votes[rows, member.argmax(axis=1)] += 1.0
+    return entropy(votes / len(committee))
+
+
+def jensen_shannon(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Jensen-Shannon divergence of each pair of rows, in bits: 0 when equal, 1 when disjoint."""
+    middle = (p + q) / 2.0
+    return (rel_entr(p, middle).sum(axis=1) + rel_entr(q, middle).sum(axis=1)) / (2.0 * np.log(2.0))
+
+
+def top_indices(scores: np.ndarray, n: int, rng: np.random.Generator, *then_by: np.ndarray) -> np.ndarray:
+    """The n highest-scoring indices, ties broken by `then_by` (higher first, in order), then at random.
+
+    NaN scores rank last.
+    """
+    primary = np.nan_to_num(np.asarray(scores, dtype=float), nan=-np.inf)
+    n = max(0, min(n, len(primary)))
+    if n == 0:
+        return np.zeros(0, dtype=np.intp)
+    # Only rows scoring at least the n-th best can be picked: sort those, not the whole pool.
+    cut = np.partition(primary, len(primary) - n)[len(primary) - n]
+    rows = np.flatnonzero(primary >= cut)
+    keys = [rng.random(len(rows))]
+    keys += [-np.nan_to_num(np.asarray(key, dtype=float)[rows], nan=-np.inf) for key in reversed(then_by)]
+    keys.append(-primary[rows])
+    return rows[np.lexsort(keys)[:n]]
+
+
+def _dot_rows(features: Embeddings, vector: np.ndarray) -> np.ndarray:
+    """features @ vector as a flat array, for dense or sparse features."""
+    return np.asarray(features @ vector).ravel()
+
+
+def _row(features: Embeddings, i: int) -> np.ndarray:
+    row = features[i]
+    return np.asarray(row.toarray() if sparse.issparse(row) else row).ravel()
+
+
+def _seed(rng: np.random.Generator) -> int:
+    return int(rng.integers(2**31 - 1))
+
+
+# --- strategies ----------------------------------------------------------------------------------
+
+
+class _Strategy:
+    """Validates the pool and clamps n, then hands over to `_rank`."""
+
+    name: ClassVar[str]
+    needs: ClassVar[frozenset[str]]
+
+    def rank(self, pool: Pool, n: int, rng: np.random.Generator) -> np.ndarray:
+        pool.require(self.needs, self.name)
+        n = min(int(n), pool.size)
+        if n <= 0:
+            return np.empty(0, dtype=np.intp)
+        return np.asarray(self._rank(pool, n, rng), dtype=np.intp)
+
+    def _rank(self, pool: Pool, n: int, rng: np.random.Generator) -> np.ndarray:
+        raise NotImplementedError
+
+
+class _ScoredStrategy(_Strategy):
+    """A strategy that scores each task on its own: the top n scores are the batch."""
+
+    def scores(self, pool: Pool) -> np.ndarray:
+        """One score per task, higher is more useful."""
+        raise NotImplementedError
+
+    def _rank(self, pool: Pool, n: int, rng: np.random.Generator) -> np.ndarray:
+        return top_indices(self.scores(pool), n, rng)
+
+
+@dataclass(frozen=True)
+class RandomSampling(_Strategy):
+    """The baseline every other strategy must beat. Needs only the pool's size."""
+
+    name: ClassVar[str] = "random"
+    needs: ClassVar[frozenset[str]] = frozenset()
+
+    def _rank(self, pool: Pool, n: int, rng: np.random.Generator) -> np.ndarray:
+        return rng.permutation(pool.size)[:n]
+
+
+@dataclass(frozen=True)
+class LeastConfidence(_ScoredStrategy):
+    """Tasks whose likeliest label is least likely."""
+
+    name: ClassVar[str] = "least_confidence"
+    needs: ClassVar[frozenset[str]] = frozenset({"proba"})
+
+    def scores(self, pool: Pool) -> np.ndarray:
+        return least_confidence(pool.proba)
+
+
+@dataclass(frozen=True)
+class Margin(_ScoredStrategy):
+    """Tasks whose two likeliest labels are closest: those nearest a decision boundary."""
+
+    name: ClassVar[str] = "margin"
+    needs: ClassVar[frozenset[str]] = frozenset({"proba"})
+
+    def scores(self, pool: Pool) -> np.ndarray:
+        return margin_uncertainty(pool.proba)
+
+
+@dataclass(frozen=True)
+class Entropy(_ScoredStrategy):
+    """Tasks whose label distribution has the highest entropy."""
+
+    name: ClassVar[str] = "entropy"
+    needs: ClassVar[frozenset[str]] = frozenset({"proba"})
+
+    def scores(self, pool: Pool) -> np.ndarray:
+        return entropy(pool.proba)
+
+
+@dataclass(frozen=True)
+class VoteEntropy(_Strategy):
+    """Query by committee: tasks whose bootstrap members vote most differently.
+
+    With a handful of members vote entropy takes few distinct values, so ties are broken by the
+    entropy of the members' mean probabilities.
+    """
+
+    name: ClassVar[str] = "vote_entropy"
+    needs: ClassVar[frozenset[str]] = frozenset({"committee"})
+
+    def _rank(self, pool: Pool, n: int, rng: np.random.Generator) -> np.ndarray:
+        if len(pool.committee) < 2:
+            raise ValueError(f"strategy {self.name!r} needs at least two committee members")
+        mean = np.mean(np.stack(pool.committee), axis=0)
+        return top_indices(vote_entropy(pool.committee), n, rng, entropy(mean))
+
+
+@dataclass(frozen=True)
+class StudentLLMDisagreement(_Strategy):
+    """Tasks where the student's and the LLM's label distributions differ most (Jensen-Shannon).
+
+    Where they disagree one of them is wrong, and a human label there corrects the student or
+    reveals an LLM mistake. Tasks without an LLM answer come after all the others, ordered by the
+    student's margin uncertainty.
+    """
+
+    name: ClassVar[str] = "student_llm_disagreement"
+    needs: ClassVar[frozenset[str]] = frozenset({"proba", "llm_proba"})
+
+    def _rank(self, pool: Pool, n: int, rng: np.random.Generator) -> np.ndarray:
+        llm = np.asarray(pool.llm_proba, dtype=float)
+        totals = llm.sum(axis=1)
+        answered = np.isfinite(totals) & (totals > 0)
+        divergence = np.full(len(llm), np.nan)
+        if answered.any():
+            student = pool.proba[answered]
+            divergence[answered] = jensen_shannon(
+                student / student.sum(axis=1, keepdims=True), llm[answered] / totals[answered, None]
+            )
+        uncertainty = margin_uncertainty(pool.proba)
+        return top_indices(answered.astype(float), n, rng, np.where(answered, divergence, uncertainty), uncertainty)
+
+
+@dataclass(frozen=True)
+class LLMInformativeness(_ScoredStrategy):
+    """Tasks an LLM judged most useful to label (ActiveLLM-style selection).
+
+    Optional and costed: the scores come from separate LLM calls made elsewhere, one per scored task,
+    so the pool is usually only partly scored. Unscored tasks (NaN) come after the scored ones,
+    ordered by the student's margin uncertainty when the pool has probabilities.
+    """
+
+    name: ClassVar[str] = "llm_informativeness"
+    needs: ClassVar[frozenset[str]] = frozenset({"llm_informativeness"})
+
+    def scores(self, pool: Pool) -> np.ndarray:
+        return np.asarray(pool.llm_informativeness, dtype=float)
+
+    def _rank(self, pool: Pool, n: int, rng: np.random.Generator) -> np.ndarray:
+        scores = self.scores(pool)
+        scored = np.isfinite(scores)
+        fallback = margin_uncertainty(pool.proba) if pool.proba is not None else np.zeros(len(scores))
+        return top_indices(scored.astype(float), n, rng, np.where(scored, scores, fallback))
+
+
+@dataclass(frozen=True)
+class KCenterGreedy(_Strategy):
+    """Coreset (Sener & Savarese): each pick the task farthest from every labelled or picked task.
+
+    Pure diversity: it ignores the student. Costs one pass over the pool's embeddings per labelled
+    task and per pick (see diversity.k_center_greedy).
+    """
+
+    name: ClassVar[str] = "kcenter_greedy"
+    needs: ClassVar[frozenset[str]] = frozenset({"embeddings"})
+
+    def _rank(self, pool: Pool, n: int, rng: np.random.Generator) -> np.ndarray:
+        features, labelled = pool.embeddings, pool.labelled_embeddings
+        already: Sequence[int] = ()
+        if labelled is not None and labelled.shape[0]:
+            if labelled.shape[1] != features.shape[1]:
+                raise ValueError(
+                    f"labelled_embeddings have {labelled.shape[1]} dimensions, embeddings {features.shape[1]}"
+                )
+            stack = sparse.vstack if sparse.issparse(features) or sparse.issparse(labelled) else np.vstack
+            already = range(pool.size, pool.size + labelled.shape[0])
+            features = stack([features, labelled])
+            if sparse.issparse(features):
+                features = features.tocsr()
+        return np.asarray(k_center_greedy(features, n, already=already, seed=_seed(rng)))
+
+
+@dataclass(frozen=True)
+class ClusterDiverse(_Strategy):
+    """k-means into n clusters, then the most uncertain task of each: uncertain, but not all alike.
+
+    Picks are ordered by their uncertainty. Should k-means leave clusters empty, the most uncertain
+    remaining tasks fill the batch.
+    """
+
+    name: ClassVar[str] = "cluster_diverse"
+    needs: ClassVar[frozenset[str]] = frozenset({"proba", "embeddings"})
+    uncertainty: str = "margin"
+    batch_size: int = 2048
+
+    def _rank(self, pool: Pool, n: int, rng: np.random.Generator) -> np.ndarray:
+        uncertainty = UNCERTAINTY[self.uncertainty](pool.proba)
+        tiebreak = rng.random(pool.size)
+        kmeans = MiniBatchKMeans(n_clusters=n, batch_size=self.batch_size, n_init=1, random_state=_seed(rng))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)  # fewer distinct points than clusters: filled below
+            clusters = kmeans.fit_predict(pool.embeddings)
+        by_cluster = np.lexsort((tiebreak, -uncertainty, clusters))
+        _, first = np.unique(clusters[by_cluster], return_index=True)
+        picks = by_cluster[first]
+        picks = picks[np.lexsort((tiebreak[picks], -uncertainty[picks]))]
+        if len(picks) < n:
+            rest = np.ones(pool.size, dtype=bool)
+            rest[picks] = False
+            candidates = np.flatnonzero(rest)
+            order = np.lexsort((tiebreak[candidates], -uncertainty[candidates]))
+            picks = np.concatenate([picks, candidates[order[: n - len(picks)]]])
+        return picks
+
+
+@dataclass(frozen=True)
+class BADGE(_Strategy):
+    """Batch Active learning by Diverse Gradient Embeddings (Ash et al., 2020), for a linear softmax model.
+
+    A task's gradient embedding is (p - onehot(argmax p)) (x) x: long when the student is unsure,
+    pointing where x lies. k-means++ seeding over these picks tasks that are both uncertain and far
+    apart. The embeddings are never materialized (n x k*d): the squared distance between two of them
+    is |a_i|^2 |x_i|^2 + |a_j|^2 |x_j|^2 - 2 (a_i . a_j)(x_i . x_j), with a = p - onehot, so each pick
+    costs one pass over the pool's probabilities and embeddings.
+    """
+
+    name: ClassVar[str] = "badge"
+    needs: ClassVar[frozenset[str]] = frozenset({"proba", "embeddings"})
+
+    def _rank(self, pool: Pool, n: int, rng: np.random.Generator) -> np.ndarray:
+        x = pool.embeddings
+        a = np.array(pool.proba, dtype=float)
+        a[np.arange(len(a)), a.argmax(axis=1)] -= 1.0
+        x_norms = np.asarray(x.multiply(x).sum(axis=1)).ravel() if sparse.issparse(x) else np.einsum("ij,ij->i", x, x)
+        norms = np.einsum("ij,ij->i", a, a) * x_norms  # squared lengths of the gradient embeddings
+        nearest = np.full(len(a), np.inf)  # squared distance to the nearest picked gradient embedding
+        picks = [int(top_indices(norms, 1, rng)[0])]  # BADGE starts from the longest gradient
+        for _ in range(n - 1):
+            centre = picks[-1]
+            distance = norms + norms[centre] - 2.0 * (a @ a[centre]) * _dot_rows(x, _row(x, centre))
+            np.minimum(nearest, np.maximum(distance, 0.0), out=nearest)
+            nearest[picks] = 0.0
+            picks.append(self._sample(nearest, picks, rng))
+        return np.asarray(picks)
+
+    @staticmethod
+    def _sample(weights: np.ndarray, picks: list[int], rng: np.random.Generator) -> int:
+        """A draw proportional to weights (k-means++'s D^2 sampling); uniform over unpicked rows if all are 0."""
+        cumulative = np.cumsum(weights)
+        if cumulative[-1] > 0:
+            return int(min(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"), len(weights) - 1))
+        unpicked = np.setdiff1d(np.arange(len(weights)), picks)
+        return int(rng.choice(unpicked))
+
+
+@dataclass(frozen=True)
+class DensityWeighted(_ScoredStrategy):
+    """Information density (Settles & Craven, 2008): uncertainty x (mean similarity to the pool)^beta.
+
+    Uncertainty alone favours outliers, which teach the student little about the rest of the pool.
+    With L2-normalized rows the mean cosine similarity of x to the pool is exactly x . mean(pool), so
+    density costs one pass and no n x n matrix. It is a global measure (typicality, not local
+    crowding); negative similarities count as 0.
+    """
+
+    name: ClassVar[str] = "density_weighted"
+    needs: ClassVar[frozenset[str]] = frozenset({"proba", "embeddings"})
+    uncertainty: str = "entropy"
+    beta: float = 1.0
+
+    def scores(self, pool: Pool) -> np.ndarray:
+        return UNCERTAINTY[self.uncertainty](pool.proba) * density(pool.embeddings) ** self.beta
+
+
+def density(embeddings: Embeddings) -> np.ndarray:
+    """Each row's mean cosine similarity to all rows (itself included), floored at 0."""
+    centre = np.asarray(embeddings.mean(axis=0)).ravel()
+    return np.maximum(_dot_rows(embeddings, centre), 0.0)
+
+
+STRATEGIES: dict[str, type[_Strategy]] = {
+    strategy.name: strategy
+    for strategy in (
+        RandomSampling,
+        LeastConfidence,
+        Margin,
+        Entropy,
+        VoteEntropy,
+        StudentLLMDisagreement,
+        LLMInformativeness,
+        KCenterGreedy,
+        ClusterDiverse,
+        BADGE,
+        DensityWeighted,
+    )
+}
+
+
+def make_strategy(name: str, **params: object) -> QueryStrategy:
+    """The strategy registered under `name`, built with `params` (e.g. beta=0.5 for density_weighted)."""
+    try:
+        strategy = STRATEGIES[name]
+    except KeyError:
+        raise ValueError(f"unknown query strategy {name!r}; known: {', '.join(STRATEGIES)}") from None
+    return strategy(**params)  # type: ignore[call-arg]

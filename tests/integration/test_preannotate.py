@@ -1,0 +1,221 @@
+"""The LLM jobs' logic (pre-annotation, and ranking by LLM-judged informativeness): real Redis, the
+openai SDK over real HTTP to the scripted LLM server.
+
+Label Studio is a small in-memory stand-in here (the five calls the job makes), so that cold start,
+skipping, the budget and a dead endpoint can be driven exactly; tests/e2e runs the same job against a
+real Label Studio.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from backend.jobs import llm_answers, stats
+from backend.jobs.preannotate import run_preannotation
+from backend.jobs.ranking import published_queue, run_ranking
+from backend.jobs.running import JobContext
+from backend.jobs.training import run_training
+from backend.labeling import parse_label_config
+from backend.llm.cache import RedisCache
+from backend.llm.client import LLMClient, LLMConfig
+from backend.llm.cost import FREE, Price
+from backend.settings import Settings
+from backend.student import ModelStore
+from tests.fixtures.scripted_llm import Reply, ScriptedLLM, Status, json_reply
+from tests.helpers import NEGATIVE, POSITIVE, SINGLE, choice
+
+pytestmark = pytest.mark.integration
+SPEC = parse_label_config(SINGLE)
+
+
+class FakeLabelStudio:
+    """What the job asks of LS, in memory: tasks, annotations, and the predictions it receives."""
+
+    def __init__(self, texts: list[str], annotated: dict[int, str] | None = None) -> None:
+        self.tasks = [{"id": i + 1, "data": {"text": text}} for i, text in enumerate(texts)]
+        self.annotated = annotated or {}
+        self.imported: list[list[dict[str, Any]]] = []
+        self.model_version: str | None = None
+        self.sampling: str | None = None
+        self.deleted: list[str] = []
+
+    def label_config(self, project_id: int) -> str:
+        return SINGLE
+
+    def iter_annotated_tasks(self, project_id: int):
+        for task in self.tasks:
+            if task["id"] in self.annotated:
+                result = [choice("sentiment", "text", self.annotated[task["id"]])]
+                yield {**task, "annotations": [{"id": task["id"], "result": result}]}
+
+    def iter_tasks(self, project_id: int):
+        for task in self.tasks:
+            yield {**task, "total_annotations": int(task["id"] in self.annotated)}
+
+    def import_predictions(self, project_id: int, predictions: list[dict[str, Any]]) -> int:
+        self.imported.append(list(predictions))
+        return len(predictions)
+
+    def set_model_version(self, project_id: int, version: str, sampling: str | None = None) -> None:
+        self.model_version = version
+        self.sampling = sampling
+
+    def delete_predictions(self, project_id: int, model_version: str) -> int:
+        self.deleted.append(model_version)
+        return 0
+
+
+def texts(n: int) -> list[str]:
+    """Positive and negative texts, alternating, each one unique."""
+    pool = [POSITIVE, NEGATIVE]
+    return [f"{pool[i % 2][(i // 2) % 6]} (review {i})" for i in range(n)]
+
+
+def answer_by_sentiment(body: dict[str, Any]) -> Reply:
+    """Answers like a fair model: the sentiment words decide, with a confidence that varies by text."""
+    text = body["messages"][-1]["content"]
+    number = int(re.search(r"review (\d+)", text).group(1))  # type: ignore[union-attr]
+    label = "Positive" if any(w in text for w in ("love", "great", "wonderful", "happy", "excellent",
+                                                  "delighted")) else "Negative"  # fmt: skip
+    other = "Negative" if label == "Positive" else "Positive"
+    p = 0.6 + (number % 7) * 0.05
+    return json_reply(label, p, [(other, 1 - p)])
+
+
+@pytest.fixture
+def job(tmp_path: Path, redis_conn: redis.Redis):
+    def make(ls: FakeLabelStudio, **overrides: Any) -> JobContext:
+        options = {"data_dir": tmp_path, "llm_seed_size": 10, "llm_batch_size": 10, "min_annotations": 10,
+                   "llm_few_shot": 2, **overrides}  # fmt: skip
+        settings = Settings(**options)
+        store = ModelStore(settings.models_path)
+        return JobContext(settings, redis_conn, store, ls, lambda _: None)  # type: ignore[arg-type]
+
+    return make
+
+
+def client(llm: ScriptedLLM, conn: redis.Redis, **overrides: Any) -> LLMClient:
+    config = LLMConfig(base_url=llm.url, model="scripted", max_retries=0, timeout=5, concurrency=2, **overrides)
+    return LLMClient(config, cache=RedisCache(conn))
+
+
+def test_cold_start_labels_a_diverse_seed_first_then_everything(
+    job, scripted_llm: ScriptedLLM, redis_conn: redis.Redis
+) -> None:
+    scripted_llm.default = answer_by_sentiment
+    ls = FakeLabelStudio(texts(60))
+    ctx = job(ls)
+    seed_ready: list[int] = []
+    result = run_preannotation(5, ctx, client(scripted_llm, redis_conn), FREE, lambda: seed_ready.append(1))
+
+    assert result["status"] == "done" and result["annotated"] == 60 and result["failed"] == 0
+    assert result["seed"] == 10 and result["revision"] == "llm1" and seed_ready == [1]
+    assert sum(len(batch) for batch in ls.imported) == result["pushed"] == 60
+    assert ls.model_version == "untrained+llm1"
+    answers = llm_answers.all_answers(redis_conn, 5)
+    seed = {task for task, answer in answers.items() if answer.seed}
+    assert len(seed) == 10 and {p["task"] for p in ls.imported[0]} == seed  # the seed went first
+    assert all(answers[t].text for t in seed) and not any(a.text for t, a in answers.items() if t not in seed)
+    # diverse: both sentiments and all six phrasings show up in a seed of ten
+    assert {answers[t].labels for t in seed} == {("Positive",), ("Negative",)}
+    scores = [p["score"] for batch in ls.imported for p in batch]
+    assert len(set(scores)) > 3 and all(0 < s <= 1 for s in scores)
+    spend = stats.llm_spend(redis_conn, 5)
+    assert spend["requests"] == 60 and spend["prompt_tokens"] == 60 * 50 and spend["dollars"] == 0
+
+    # the student trains on the seed alone, weighted, before any human label
+    trained = run_training(5, ls, ctx.store, 10, "llm seed", answers=answers)  # type: ignore[arg-type]
+    assert trained["status"] == "trained" and trained["labelled"] == 0 and trained["llm_seed"] == 10
+    assert ctx.store.prediction_version(5) == f"{trained['version']}+llm1"
+
+    # a re-run asks the LLM nothing: every task already has this model's answer
+    asked = len(scripted_llm.requests)
+    again = run_preannotation(5, ctx, client(scripted_llm, redis_conn), FREE)
+    assert again["annotated"] == 0 and again["skipped"] == 60 and len(scripted_llm.requests) == asked
+    assert again["revision"] == "llm2" and again["seed"] == 0
+
+
+def test_human_labels_become_few_shot_examples_and_are_not_pre_labelled(
+    job, scripted_llm: ScriptedLLM, redis_conn: redis.Redis
+) -> None:
+    scripted_llm.default = answer_by_sentiment
+    ls = FakeLabelStudio(texts(30), annotated={1: "Positive", 2: "Negative", 3: "Positive"})
+    result = run_preannotation(6, job(ls, llm_seed_size=0), client(scripted_llm, redis_conn), FREE)
+    assert result["annotated"] == 27 and result["seed"] == 0
+    assert {p["task"] for batch in ls.imported for p in batch}.isdisjoint({1, 2, 3})
+    first = scripted_llm.requests[0]["messages"]
+    assert [m["role"] for m in first] == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert {json.loads(m["content"])["label"] for m in first if m["role"] == "assistant"} == {"Positive", "Negative"}
+
+
+def test_the_budget_stops_the_job_cleanly(job, scripted_llm: ScriptedLLM, redis_conn: redis.Redis) -> None:
+    scripted_llm.default = answer_by_sentiment
+    ls = FakeLabelStudio(texts(100))
+    # 50 prompt + 8 completion tokens a request at $10 / $30 per 1M: a batch of 10 costs ~$0.0074, and is
+    # estimated before it is sent at up to ~$0.035 (whole prompts and 64 completion tokens each)
+    price = Price(10.0, 30.0)
+    ctx = job(ls, llm_budget_usd=0.06, llm_seed_size=0)
+    result = run_preannotation(7, ctx, client(scripted_llm, redis_conn), price)
+    assert result["status"] == "budget_spent" and "budget" in result["message"]
+    assert 0 < result["annotated"] < 100 and result["remaining"] == 100 - result["annotated"]
+    assert stats.llm_spend(redis_conn, 7)["dollars"] <= 0.06
+    assert len(scripted_llm.requests) == result["annotated"]
+
+
+def test_a_dead_endpoint_and_off_label_answers_never_write_a_prediction(
+    job, scripted_llm: ScriptedLLM, redis_conn: redis.Redis
+) -> None:
+    ls = FakeLabelStudio(texts(40))
+    scripted_llm.push(*[Reply('{"label": "Banana"}', [("Banana", 0.9, [])])] * 10)  # off-label, then only 500s
+    scripted_llm.default = Status(500)
+    result = run_preannotation(8, job(ls, llm_seed_size=0), client(scripted_llm, redis_conn, samples=1), FREE)
+    assert result["status"] == "llm_unavailable"  # the circuit opened: the job stops rather than hammer it
+    assert result["annotated"] == 0 and result["pushed"] == 0 and result["failed"] >= 10
+    assert result["remaining"] > 0 and len(scripted_llm.requests) < 40
+    assert all(not batch for batch in ls.imported)
+    assert llm_answers.all_answers(redis_conn, 8) == {}
+
+
+def judge_or_label(body: dict[str, Any]) -> Reply:
+    """Informativeness requests (a "score" schema) get 10 for reviews numbered by a multiple of 3, else 1."""
+    schema = body["response_format"]["json_schema"]["schema"]
+    if "score" not in schema["properties"]:
+        return answer_by_sentiment(body)
+    number = int(re.search(r"review (\d+)", body["messages"][-1]["content"]).group(1))  # type: ignore[union-attr]
+    return Reply(json.dumps({"score": 10 if number % 3 == 0 else 1}))
+
+
+def test_ranking_by_llm_judged_informativeness_is_costed_and_falls_back_without_an_llm(
+    job, scripted_llm: ScriptedLLM, redis_conn: redis.Redis
+) -> None:
+    scripted_llm.default = judge_or_label
+    labelled = {i: ("Positive" if i % 2 else "Negative") for i in range(1, 13)}
+    ls = FakeLabelStudio(texts(80), annotated=labelled)
+    ctx = job(ls, llm_base_url=scripted_llm.url, llm_model="scripted", llm_prices="scripted=10/30", queue_size=5)
+    assert run_training(9, ls, ctx.store, 10)["status"] == "trained"  # type: ignore[arg-type]
+
+    result = run_ranking(9, ctx, "llm_informativeness", 5)
+    assert result["status"] == "ranked" and result["strategy"] == "llm_informativeness" and result["fallback"] is None
+    judged = [re.search(r"review (\d+)", r["messages"][-1]["content"]).group(1) for r in scripted_llm.requests]  # type: ignore[union-attr]
+    assert len(judged) == 4 * 5  # the 20 most uncertain tasks, one request each
+    high = {int(n) + 1 for n in judged if int(n) % 3 == 0}  # task id = review number + 1
+    queued = set(published_queue(redis_conn, 9)["order"])
+    assert len(high) >= 5 and queued <= high  # the batch is what the judge rated highest
+    assert ls.model_version == result["version"] and ls.sampling == "Uncertainty sampling"
+    spend = stats.llm_spend(redis_conn, 9)
+    assert spend["requests"] == 20 and spend["dollars"] > 0  # costed like any LLM call
+
+    asked = len(scripted_llm.requests)
+    again = run_ranking(9, ctx, "llm_informativeness", 5)
+    assert len(scripted_llm.requests) == asked  # the same prompts come from the cache
+    assert ls.deleted == [result["version"]]  # the superseded queue's predictions are removed
+    assert again["version"] != result["version"]
+
+    no_llm = run_ranking(9, job(ls, llm_enabled=False, queue_size=5), "llm_informativeness", 5)
+    assert no_llm["strategy"] == "margin" and "llm_informativeness" in no_llm["fallback"]

@@ -1,0 +1,136 @@
+"""Pre-labels from stored LLM answers, few-shot prompts per batch, the checks report, the cold-start seed."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from backend.labeling import Example, parse_label_config
+from backend.labeling.predictions import predict_tasks
+from backend.llm.annotator import StoredAnswer, few_shot_prompts, pre_label, prediction_item
+from backend.llm.calibration import Calibrator, cross_calibrated, expected_calibration_error
+from backend.llm.checks import llm_checks
+from backend.llm.routing import AUTO_ACCEPT, REVIEW
+from backend.selection.diversity import k_center_greedy, text_features
+from backend.student import StudentModel
+from tests.helpers import NEGATIVE, POSITIVE, SINGLE
+
+SPEC = parse_label_config(SINGLE)
+
+
+def overconfident(n: int = 400, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Raw confidences that claim 0.9 where the model is right 60% of the time, and 0.6 where it is 30%."""
+    rng = np.random.default_rng(seed)
+    conf = np.where(rng.random(n) < 0.5, 0.9, 0.6) + rng.normal(0, 0.02, n)
+    right = rng.random(n) < np.where(conf > 0.75, 0.6, 0.3)
+    return conf, right
+
+
+@pytest.mark.parametrize("method", ["isotonic", "platt"])
+def test_a_calibrator_survives_json_and_cross_fitting_lowers_ece(method: str) -> None:
+    conf, right = overconfident()
+    calibrator = Calibrator(method).fit(conf, right)
+    restored = Calibrator.from_dict(json.loads(json.dumps(calibrator.to_dict())))
+    probe = np.linspace(0.05, 0.95, 19)
+    assert restored.fitted_method == method
+    assert np.allclose(restored.transform(probe), calibrator.transform(probe))
+    after = cross_calibrated(conf, right, method=method)
+    assert expected_calibration_error(after, right) < expected_calibration_error(conf, right) / 2
+
+
+def test_an_unfitted_calibrator_round_trips_as_the_identity() -> None:
+    restored = Calibrator.from_dict(Calibrator().fit([0.9] * 5, [True] * 5).to_dict())
+    assert restored.fitted_method is None
+    assert restored.transform([0.3])[0] == pytest.approx(0.3)
+
+
+def test_pre_labels_use_the_calibrated_score_and_only_calibrated_ones_auto_accept() -> None:
+    answer = StoredAnswer(("Positive",), 0.9, "logprobs", "m")
+    raw = pre_label(answer, None, threshold=0.5)
+    assert (raw.score, raw.calibrated, raw.route) == (0.9, False, REVIEW)
+    conf, right = overconfident()
+    calibrator = Calibrator("platt").fit(conf, right)
+    calibrated = pre_label(answer, calibrator, threshold=0.5)
+    assert calibrated.calibrated and 0.5 < calibrated.score < 0.75  # right ~60% of the time at 0.9 raw
+    assert calibrated.route == AUTO_ACCEPT
+    assert pre_label(answer, calibrator, threshold=0.7).route == REVIEW
+    item = prediction_item(SPEC, calibrated, "v1+llm1")
+    assert item is not None and item["result"][0]["value"]["choices"] == ["Positive"]
+    assert item["model_version"] == "v1+llm1"
+
+
+def test_stored_answers_round_trip() -> None:
+    answer = StoredAnswer(("A", "B"), 0.42, "votes", "model-x", seed=True, text="some text",
+                          distribution={"A": 0.42, "B": 0.58})  # fmt: skip
+    assert StoredAnswer.loads(answer.dumps()) == answer
+
+
+def test_few_shot_prompts_pick_similar_examples_and_never_the_text_itself() -> None:
+    examples = [Example(i, text, ("Positive",)) for i, text in enumerate(POSITIVE)]
+    examples += [Example(100 + i, text, ("Negative",)) for i, text in enumerate(NEGATIVE)]
+    texts = ["terrible, hate it, awful", POSITIVE[0]]
+    prompts = few_shot_prompts(SPEC, texts, examples, k=3, token_budget=500)
+    assert len(prompts) == 2
+    for prompt in prompts:
+        labels = {next(e.labels[0] for e in examples if e.task_id == t) for t in prompt.examples}
+        assert labels == {"Positive", "Negative"}  # every label covered
+        assert len(prompt.examples) == 3
+    # the closest example comes last; a labelled copy of the item itself is never shown
+    assert prompts[0].examples[-1] >= 100
+    assert 0 not in prompts[1].examples
+    assert few_shot_prompts(SPEC, texts, [], k=3)[0].examples == ()
+
+
+def test_checks_report_calibration_threshold_and_agreement() -> None:
+    conf, right = overconfident(300)
+    answers, examples = {}, []
+    for i, (c, r) in enumerate(zip(conf, right, strict=True)):
+        answers[i] = StoredAnswer(("Positive",), float(c), "logprobs", "m")
+        examples.append(Example(i, f"t{i}", ("Positive",) if r else ("Negative",)))
+    report = llm_checks(answers, examples, SPEC.labels, target_precision=0.95)
+    assert report["checks"] == 300
+    assert report["ece_calibrated"] < report["ece_raw"]
+    assert report["calibrator"]["method"] == "isotonic"
+    assert report["threshold"] is None  # right at most ~60% of the time: nothing auto-accepts
+    rows = {row["label"]: row for row in report["agreement"]}
+    assert rows["Positive"]["predicted"] == 300 and rows["Positive"]["agreed"] == int(right.sum())
+    json.dumps(report)  # kept in a model version's metadata
+    few = llm_checks(dict(list(answers.items())[:5]), examples[:5], SPEC.labels)
+    assert few["checks"] == 5 and few["calibrator"] is None and few["ece_calibrated"] is None
+
+
+def test_predict_prefers_the_more_likely_right_of_student_and_llm() -> None:
+    model = StudentModel(SPEC.labels).fit(POSITIVE + NEGATIVE, [("Positive",)] * 6 + [("Negative",)] * 6)
+    tasks = [{"id": 1, "data": {"text": "love it, great"}}, {"id": 2, "data": {"text": "hate it"}},
+             {"id": 3, "data": {"text": "meh"}}, {"id": 4, "data": {}}]  # fmt: skip
+    student_score = model.predict(["hate it"])[0].score
+    conf, right = overconfident()
+    calibrator = Calibrator("platt").fit(conf, right)
+    llm = {
+        1: pre_label(StoredAnswer(("Negative",), 0.99, "logprobs", "m"), None, None),  # uncalibrated: student wins
+        2: pre_label(StoredAnswer(("Positive",), 0.9, "logprobs", "m"), calibrator, None),
+    }
+    results = predict_tasks(tasks, SPEC, model, "v2+llm1", llm)
+    assert results[0]["result"][0]["value"]["choices"] == ["Positive"]
+    chosen = results[1]
+    expected = "Positive" if llm[2].score >= student_score else "Negative"
+    assert chosen["result"][0]["value"]["choices"] == [expected]
+    assert results[2]["model_version"] == "v2+llm1" and results[3] == []
+    # no student yet: the LLM's pre-label, calibrated or not
+    no_student = predict_tasks(tasks, SPEC, None, "untrained+llm1", llm)
+    assert no_student[0]["result"][0]["value"]["choices"] == ["Negative"] and no_student[0]["score"] == 0.99
+    assert no_student[2] == [] and no_student[3] == []
+
+
+def test_k_center_greedy_covers_the_clusters_and_picks_the_outlier() -> None:
+    texts = ["red apple fruit"] * 30 + ["blue ocean water"] * 30 + ["green grass field"] * 30 + ["quantum flux"]
+    chosen = k_center_greedy(text_features(texts), 4, seed=1)
+    assert len(chosen) == len(set(chosen)) == 4
+    assert {texts[i] for i in chosen} == set(texts)
+    # starting from rows already labelled, it goes where they are not
+    more = k_center_greedy(text_features(texts), 2, already=[0, 30])
+    assert {texts[i] for i in more} == {"green grass field", "quantum flux"}
+    # asking for more rows than are left gives what is left, never a repeat
+    assert sorted(k_center_greedy(text_features(texts[:3]), 10, already=[0])) == [1, 2]

@@ -1,0 +1,74 @@
+"""The offline simulation loop (bench/simulate.py) on a tiny pool: a broken loop must fail here."""
+
+from __future__ import annotations
+
+import random
+import statistics
+from typing import ClassVar
+
+import numpy as np
+
+from backend.selection.strategies import Pool, make_strategy
+from bench.simulate import Split, area_under_curve, budgets, labels_to_reach, simulate
+
+WORDS = {
+    "common": ["apple", "pear", "plum", "fig", "kiwi", "lime"],
+    "other": ["car", "bus", "train", "boat", "plane", "bike"],
+    "rare": ["gold", "silver", "copper", "iron", "zinc", "tin"],
+}
+NOISE = ["the", "a", "of", "and", "to", "in", "on", "with", "for", "it", "at", "by"]
+
+
+def tiny_split(seed: int) -> Split:
+    """Three topics, one rare in the pool (4%) but a third of the test set: random sampling finds it late,
+    a model-aware choice early."""
+    rng = random.Random(seed)
+
+    def make(n: int, weights: list[float]) -> tuple[list[str], list[str]]:
+        texts, labels = [], []
+        for _ in range(n):
+            label = rng.choices(list(WORDS), weights=weights)[0]
+            words = rng.sample(WORDS[label], 2) + rng.sample(NOISE, 5)
+            rng.shuffle(words)
+            texts.append(" ".join(words))
+            labels.append(label)
+        return texts, labels
+
+    pool, pool_labels = make(400, [0.6, 0.36, 0.04])
+    test, test_labels = make(300, [1, 1, 1])
+    return Split(pool, pool_labels, test, test_labels, sorted(WORDS))
+
+
+class ToldTheLabels:
+    """Picks the tasks the current model gets most wrong, reading the gold labels from `embeddings`."""
+
+    name: ClassVar[str] = "told_the_labels"
+    needs: ClassVar[frozenset[str]] = frozenset({"proba", "embeddings"})
+
+    def rank(self, pool: Pool, n: int, rng: np.random.Generator) -> np.ndarray:
+        assert pool.proba is not None and pool.embeddings is not None
+        gold_probability = (pool.proba * np.asarray(pool.embeddings)).sum(axis=1)
+        return np.argsort(gold_probability + rng.random(len(gold_probability)) * 1e-9)[:n]
+
+
+def test_a_strategy_told_the_labels_beats_random() -> None:
+    steps = budgets(initial=4, batch=4, batch_large=4, budget=40)
+    assert steps == list(range(4, 41, 4))
+    told, chance = [], []
+    for seed in range(3):
+        data = tiny_split(seed)
+        one_hot = np.array([[float(y == c) for c in data.classes] for y in data.pool_labels])
+        cheat = simulate(data, ToldTheLabels(), seed, steps, embeddings=one_hot)
+        blind = simulate(data, make_strategy("random"), seed, steps, embeddings=one_hot)
+        assert cheat["steps"] == steps and len(cheat["accuracy"]) == len(steps)
+        assert len(cheat["round_seconds"]) == len(steps) - 1
+        told.append(area_under_curve(steps, cheat["accuracy"]))
+        chance.append(area_under_curve(steps, blind["accuracy"]))
+    assert statistics.mean(told) > statistics.mean(chance) + 0.02, (told, chance)
+
+
+def test_curve_summaries() -> None:
+    assert labels_to_reach([10, 20, 30], [0.5, 0.8, 0.9], 0.75) == 20
+    assert labels_to_reach([10, 20, 30], [0.5, 0.6, 0.7], 0.75) is None
+    assert area_under_curve([0, 10], [0.5, 1.0]) == 0.75
+    assert budgets(20, 20, 100, 450) == [20, 40, 60, 80, 100, 120, 140, 160, 180, 200, 300, 400, 450]
