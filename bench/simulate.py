@@ -1,0 +1,271 @@
+"""Active learning simulated offline, with the gold labels as the annotator: which strategy needs fewer labels.
+
+    python -m bench.simulate                    # the committed tables: TREC-6, SMS spam, Reuters R8, 3 seeds
+    python -m bench.simulate --datasets trec6 --strategies random margin --seeds 1 --budget 200  # smoke run
+    python -m bench.simulate --render-only      # rebuild simulate.md / .png from simulate.json
+
+Each run: `--initial` random labels, then rounds of `--batch` labels (`--batch-large` past 200) chosen by
+the strategy from the unlabelled pool, the product's StudentModel refitted after each round and scored
+on a held-out test set (the official test split where the corpus has one, else `--test` items held out
+per seed). Strategies see what the ranking job gives them: student probabilities, SVD embeddings of the
+pool, a bootstrap committee. Reported per dataset and strategy, mean and spread over seeds: the learning
+curve, the labels needed to reach 95% of full supervision (the student on the whole pool), the area under
+the curve (mean accuracy over the label budget), and the median wall time of a query round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from backend.datasets import HAS_SPLIT, load
+from backend.selection.embeddings import svd_embeddings
+from backend.selection.strategies import Pool, QueryStrategy, make_strategy
+from backend.student import StudentModel
+from bench.spine import log, machine
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+DEFAULT_STRATEGIES = ["random", "least_confidence", "margin", "entropy", "cluster_diverse", "badge"]
+
+
+@dataclass
+class Split:
+    pool: list[str]
+    pool_labels: list[str]
+    test: list[str]
+    test_labels: list[str]
+    classes: list[str]
+
+
+def split(name: str, seed: int, test_size: int, max_pool: int) -> Split:
+    """The official train/test split where there is one (test capped at `test_size`), else a seeded hold-out."""
+    rng = random.Random(seed)
+    if name in HAS_SPLIT:
+        train, test = load(name, "train"), load(name, "test")
+        keep = sorted(rng.sample(range(len(test)), min(test_size, len(test))))
+        pool_rows = sorted(rng.sample(range(len(train)), min(max_pool, len(train))))
+        return Split([train.texts[i] for i in pool_rows], [train.labels[i] for i in pool_rows],
+                     [test.texts[i] for i in keep], [test.labels[i] for i in keep], train.classes)  # fmt: skip
+    data = load(name)
+    order = rng.sample(range(len(data)), len(data))
+    test_rows, pool_rows = order[:test_size], order[test_size : test_size + max_pool]
+    return Split([data.texts[i] for i in pool_rows], [data.labels[i] for i in pool_rows],
+                 [data.texts[i] for i in test_rows], [data.labels[i] for i in test_rows], data.classes)  # fmt: skip
+
+
+def accuracy(model: StudentModel, texts: Sequence[str], gold: Sequence[str]) -> float:
+    return float(np.mean([p.labels[0] == g for p, g in zip(model.predict(texts), gold, strict=True)]))
+
+
+def budgets(initial: int, batch: int, batch_large: int, budget: int) -> list[int]:
+    """Label counts at which the student is scored: small steps first, where curves move fastest."""
+    out = [initial]
+    while out[-1] < budget:
+        out.append(min(budget, out[-1] + (batch if out[-1] < 200 else batch_large)))
+    return out
+
+
+def committee_probas(
+    classes: Sequence[str], texts: Sequence[str], labels: Sequence[str], pool: Sequence[str], members: int, seed: int
+) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(members):
+        rows = rng.integers(0, len(texts), len(texts))
+        if len({labels[i] for i in rows}) >= 2:
+            member = StudentModel(classes).fit([texts[i] for i in rows], [(labels[i],) for i in rows])
+            out.append(member.predict_proba(pool))
+    return out
+
+
+def simulate(
+    data: Split,
+    strategy: QueryStrategy,
+    seed: int,
+    steps: Sequence[int],
+    embeddings: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """One learning curve: the student's test accuracy at each label count in `steps`, labels chosen by
+    `strategy` after the first `steps[0]` random ones."""
+    rng = np.random.default_rng(seed)
+    n = len(data.pool)
+    labelled = list(rng.choice(n, steps[0], replace=False))
+    while len({data.pool_labels[i] for i in labelled}) < 2:  # a classifier needs two classes to start
+        labelled.append(int(rng.integers(n)))
+    curve, round_seconds = [], []
+    for next_step in [*steps[1:], None]:
+        texts = [data.pool[i] for i in labelled]
+        model = StudentModel(data.classes).fit(texts, [(data.pool_labels[i],) for i in labelled])
+        curve.append(accuracy(model, data.test, data.test_labels))
+        if next_step is None:
+            break
+        started = time.perf_counter()
+        rest = np.setdiff1d(np.arange(n), labelled)
+        pool = Pool(proba=model.predict_proba([data.pool[i] for i in rest]))
+        if strategy.needs & {"embeddings", "labelled_embeddings"}:
+            if embeddings is None:
+                raise ValueError(f"{strategy.name} needs embeddings")
+            pool.embeddings, pool.labelled_embeddings = embeddings[rest], embeddings[labelled]
+        if "committee" in strategy.needs:
+            pool.committee = committee_probas(data.classes, texts, [data.pool_labels[i] for i in labelled],
+                                              [data.pool[i] for i in rest], 5, seed)  # fmt: skip
+        picked = strategy.rank(pool, next_step - len(labelled), rng)
+        round_seconds.append(time.perf_counter() - started)
+        labelled += [int(rest[i]) for i in picked]
+    return {"steps": list(steps[: len(curve)]), "accuracy": curve, "round_seconds": round_seconds}
+
+
+def labels_to_reach(steps: Sequence[int], curve: Sequence[float], target: float) -> int | None:
+    return next((step for step, acc in zip(steps, curve, strict=True) if acc >= target), None)
+
+
+def area_under_curve(steps: Sequence[int], curve: Sequence[float]) -> float:
+    """Mean accuracy over the label budget (trapezoids on a linear axis), in [0, 1]."""
+    return float(np.trapezoid(curve, steps) / (steps[-1] - steps[0])) if len(steps) > 1 else float(curve[0])
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    steps = budgets(args.initial, args.batch, args.batch_large, args.budget)
+    results: dict[str, Any] = {}
+    for name in args.datasets:
+        per_strategy: dict[str, list[dict[str, Any]]] = {s: [] for s in args.strategies}
+        full = []
+        for seed in range(args.seeds):
+            data = split(name, seed, args.test, args.max_pool)
+            started = time.perf_counter()
+            full_model = StudentModel(data.classes).fit(data.pool, [(y,) for y in data.pool_labels])
+            full.append(accuracy(full_model, data.test, data.test_labels))
+            log(f"{name} seed {seed}: pool {len(data.pool)}, test {len(data.test)}, full supervision "
+                f"{full[-1]:.3f} ({time.perf_counter() - started:.1f} s)")  # fmt: skip
+            embeddings = svd_embeddings(data.pool, seed=seed)
+            for strategy_name in args.strategies:
+                started = time.perf_counter()
+                outcome = simulate(data, make_strategy(strategy_name), seed, steps, embeddings)
+                per_strategy[strategy_name].append(outcome)
+                log(f"  {strategy_name}: {outcome['accuracy'][-1]:.3f} at {steps[-1]} labels "
+                    f"({time.perf_counter() - started:.0f} s)")  # fmt: skip
+        target = 0.95 * statistics.mean(full)
+        summary = {}
+        for strategy_name, runs in per_strategy.items():
+            curves = np.array([r["accuracy"] for r in runs])
+            reached = [labels_to_reach(steps, r["accuracy"], target) for r in runs]
+            summary[strategy_name] = {
+                "mean": curves.mean(axis=0).tolist(),
+                "std": curves.std(axis=0).tolist(),
+                "auc": [area_under_curve(steps, r["accuracy"]) for r in runs],
+                "labels_to_95": reached,
+                "round_seconds": statistics.median(s for r in runs for s in r["round_seconds"]),
+            }
+        results[name] = {"steps": steps, "full_supervision": full, "target": target, "strategies": summary}
+    return results
+
+
+def _reached(values: Sequence[int | None]) -> str:
+    if all(v is None for v in values):
+        return "not reached"
+    hit = [v for v in values if v is not None]
+    missed = len(values) - len(hit)
+    return f"{statistics.median(hit):,.0f}" + (f" ({missed} of {len(values)} seeds never)" if missed else "")
+
+
+def markdown(result: dict[str, Any]) -> str:
+    a = result["args"]
+    lines = [
+        "# Active-learning simulation",
+        "",
+        f"Generated by `python -m bench.simulate` on {result['date']} in {result['minutes']:.1f} min; "
+        f"{a['seeds']} seeds; {a['initial']} random labels, then batches of {a['batch']} (of {a['batch_large']} "
+        f"past 200) up to {a['budget']}; the product's StudentModel; machine {result['machine']['cpus']} CPUs "
+        f"({result['machine']['cpu_model']}).",
+        "",
+        "| dataset | strategy | accuracy at the budget | AUC (mean accuracy over the budget) | labels to 95% of full "
+        "supervision (median over seeds) | query round, median s |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for name, d in result["datasets"].items():
+        for strategy, s in d["strategies"].items():
+            lines.append(
+                f"| {name} | {strategy} | {s['mean'][-1]:.3f} ± {s['std'][-1]:.3f} "
+                f"| {statistics.mean(s['auc']):.3f} ± {statistics.pstdev(s['auc']):.3f} "
+                f"| {_reached(s['labels_to_95'])} "
+                f"| {s['round_seconds']:.2f} |"
+            )
+    lines.append("")
+    for name, d in result["datasets"].items():
+        full = statistics.mean(d["full_supervision"])
+        lines.append(f"- {name}: full supervision {full:.3f} (95%: {d['target']:.3f}), pool of "
+                     f"{a['max_pool']} at most.")  # fmt: skip
+    best = {name: max(d["strategies"], key=lambda s: statistics.mean(d["strategies"][s]["auc"]))
+            for name, d in result["datasets"].items()}  # fmt: skip
+    lines += ["", "Best AUC per dataset: " + ", ".join(f"{k}: **{v}**" for k, v in best.items()) + ".", ""]
+    return "\n".join(lines)
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(result["datasets"])
+    fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4.2), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        d = result["datasets"][name]
+        for strategy, s in d["strategies"].items():
+            mean, std = np.array(s["mean"]), np.array(s["std"])
+            style = {"color": "black", "linestyle": "--"} if strategy == "random" else {}
+            ax.plot(d["steps"], mean, label=strategy, **style)
+            ax.fill_between(d["steps"], mean - std, mean + std, alpha=0.15)
+        ax.axhline(d["target"], color="grey", linestyle=":", label="95% of full supervision")
+        ax.set_xscale("log")
+        ax.set_title(name)
+        ax.set_xlabel("labels")
+        ax.set_ylabel("test accuracy")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", default=["trec6", "sms_spam", "reuters_r8"])
+    parser.add_argument("--strategies", nargs="+", default=DEFAULT_STRATEGIES)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--initial", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=20)
+    parser.add_argument("--batch-large", type=int, default=100)
+    parser.add_argument("--budget", type=int, default=1000)
+    parser.add_argument("--test", type=int, default=1000)
+    parser.add_argument("--max-pool", type=int, default=5000)
+    parser.add_argument("--out", default="simulate")
+    parser.add_argument("--render-only", action="store_true")
+    args = parser.parse_args(argv)
+    out = RESULTS / args.out
+    if args.render_only:
+        result = json.loads(out.with_suffix(".json").read_text())
+    else:
+        started = time.time()
+        datasets = run(args)
+        result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "minutes": (time.time() - started) / 60,
+                  "machine": machine(), "args": vars(args), "datasets": datasets}  # fmt: skip
+        out.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    out.with_suffix(".md").write_text(markdown(result))
+    plot(result, out.with_suffix(".png"))
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
