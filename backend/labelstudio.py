@@ -75,6 +75,16 @@ class LabelStudio:
                 "annotations": [_as_dict(a) for a in (task.annotations or [])],
             }
 
+    def iter_full_tasks(self, project_id: int) -> Iterator[dict[str, Any]]:
+        """Every task with its annotations and predictions, as plain dicts, paged (for exports)."""
+        for task in self._tasks(project_id, fields="all"):
+            yield {
+                "id": task.id,
+                "data": dict(task.data or {}),
+                "annotations": [_as_dict(a) for a in (task.annotations or [])],
+                "predictions": [_as_dict(p) for p in (task.predictions or [])],
+            }
+
     def iter_tasks(self, project_id: int) -> Iterator[dict[str, Any]]:
         """Every task of the project (id, data, whether it has annotations), paged, without predictions."""
         for task in self._tasks(project_id, fields="task_only"):
@@ -92,6 +102,32 @@ class LabelStudio:
             yield from pager
         except (ApiError, httpx.HTTPError) as exc:
             raise LabelStudioError(f"reading tasks of project {project_id} failed: {exc}", transient=True) from exc
+
+    def import_tasks(self, project_id: int, tasks: Sequence[Mapping[str, Any]]) -> int:
+        """Bulk-create tasks ({"data": {...}}) in one request; the number LS says it created."""
+        if not tasks:
+            return 0
+        response = self._call(
+            f"importing {len(tasks)} tasks into project {project_id}",
+            self.sdk.projects.import_tasks,
+            id=project_id,
+            request=[dict(t) for t in tasks],
+        )
+        created = getattr(response, "task_count", None)
+        return int(created) if created is not None else len(tasks)
+
+    def projects(self) -> list[dict[str, Any]]:
+        """Every project as {"id", "title"}."""
+        return [{"id": int(p.id), "title": p.title} for p in self._call("projects", self.sdk.projects.list)]
+
+    def create_project(self, title: str, label_config: str) -> int:
+        created = self._call(f"creating project {title!r}", self.sdk.projects.create, title=title,
+                             label_config=label_config)  # fmt: skip
+        return int(created.id)
+
+    def project(self, project_id: int) -> dict[str, Any]:
+        """The project's fields as LS returns them (title, label_config, model_version, sampling, counts...)."""
+        return _as_dict(self._call(f"project {project_id}", self.sdk.projects.get, id=project_id))
 
     def import_predictions(self, project_id: int, predictions: Sequence[Mapping[str, Any]]) -> int:
         """Bulk-create predictions ({"task", "result", "score", "model_version"}) in one request."""

@@ -31,6 +31,7 @@ class Settings(BaseSettings):
 
     label_studio_url: str | None = None
     label_studio_api_key: str | None = None
+    lsal_backend_url: str | None = Field(None, description="the backend's URL, for lsal-ops connect and status")
 
     data_dir: Path = Path("data")
     model_dir: Path | None = None
@@ -79,6 +80,7 @@ class Settings(BaseSettings):
         "redis_url",
         "label_studio_url",
         "label_studio_api_key",
+        "lsal_backend_url",
         "llm_base_url",
         "llm_embedded_url",
         "llm_budget_usd",

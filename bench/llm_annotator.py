@@ -37,6 +37,7 @@ import numpy as np
 from backend.datasets import load
 from backend.labeling import parse_label_config
 from backend.llm.annotator import few_shot_prompts
+from backend.llm.cache import DiskCache
 from backend.llm.calibration import cross_calibrated, expected_calibration_error
 from backend.llm.client import LLMAnswer, LLMClient, LLMConfig
 from backend.llm.cost import DEFAULT_PRICES, Usage, dollars
@@ -51,24 +52,6 @@ RESULTS = ROOT / "bench" / "results"
 CACHE = RESULTS / "cache"
 SEED_WEIGHT = 0.3
 REFERENCE_PRICE = "gpt-4o-mini"
-
-
-class DiskCache:
-    """LLMClient's cache protocol over one JSON file: answers keyed by (model, prompt, parameters)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.data: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
-
-    def get(self, key: str) -> str | None:
-        return self.data.get(key)
-
-    def set(self, key: str, value: str) -> None:
-        self.data[key] = value
-
-    def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(json.dumps(self.data))
 
 
 def split(dataset: str, pool: int, test: int, seed: int = 0) -> tuple[list[str], list[str], list[str], list[str]]:

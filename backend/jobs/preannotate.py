@@ -65,8 +65,11 @@ def run_preannotation(
     project = read_project(ctx.ls, project_id)
     spec, human, pool = project.spec, project.human, project.pool
     known = llm_answers.get_many(ctx.conn, project_id, [task for task, _ in pool])
-    todo = [(task, text) for task, text in pool if task not in known or known[task].model != client.config.model]
-    skipped = len(pool) - len(todo)
+    # the model that wrote a synthetic task never labels it: humans (or another configured LLM) do
+    own = {task for task, generator in project.generators.items() if generator == client.config.model}
+    todo = [(task, text) for task, text in pool
+            if task not in own and (task not in known or known[task].model != client.config.model)]  # fmt: skip
+    skipped = len(pool) - len(todo) - len(own)
 
     seed: set[int] = set()
     cold = ctx.store.latest_version(project_id) is None and len(human) < settings.min_annotations
@@ -125,6 +128,7 @@ def run_preannotation(
         "failed": failed,
         "pushed": pushed,
         "skipped": skipped,
+        "left_to_humans": len(own),  # synthetic tasks this model wrote
         "seed": len(seed),
         "remaining": max(0, len(todo) - done - failed),
         "dollars": round(spent, 6),

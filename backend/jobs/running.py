@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -17,6 +17,7 @@ from backend.labeling import Example, TaskSpec, parse_label_config, training_exa
 from backend.labelstudio import LabelStudio, LabelStudioError
 from backend.settings import Settings, get_settings
 from backend.student import ModelStore
+from backend.synthetic.provenance import generator_of
 
 
 @dataclass
@@ -35,19 +36,23 @@ class ProjectTasks:
     spec: TaskSpec
     human: list[Example]
     pool: list[tuple[int, str]]  # (task id, text) of tasks with text and no annotation
+    generators: dict[int, str] = field(default_factory=dict)  # synthetic pool task id -> the model that wrote it
 
 
 def read_project(ls: LabelStudio, project_id: int) -> ProjectTasks:
     spec = parse_label_config(ls.label_config(project_id))
     human = training_examples(spec, ls.iter_annotated_tasks(project_id))
     labelled = {e.task_id for e in human}
-    pool = [
-        (int(task["id"]), text)
-        for task in ls.iter_tasks(project_id)
-        if task["total_annotations"] == 0 and int(task["id"]) not in labelled
-        and (text := spec.text_of(task["data"])) is not None
-    ]  # fmt: skip
-    return ProjectTasks(spec, human, pool)
+    pool: list[tuple[int, str]] = []
+    generators: dict[int, str] = {}
+    for task in ls.iter_tasks(project_id):
+        task_id = int(task["id"])
+        if task["total_annotations"] or task_id in labelled or (text := spec.text_of(task["data"])) is None:
+            continue
+        pool.append((task_id, text))
+        if generator := generator_of(task["data"]):
+            generators[task_id] = generator
+    return ProjectTasks(spec, human, pool, generators)
 
 
 def label_studio_for(settings: Settings, conn: redis.Redis, project_id: int) -> LabelStudio:

@@ -100,13 +100,16 @@ def run_training(
         sample_weight=[1.0] * len(human) + [seed_weight] * len(seed) if seed else None,
     )
     fit_seconds = time.perf_counter() - fit_started
-    checks = llm_checks(answers, human, spec.labels, target_precision) if answers else None
+    # the LLM is calibrated on real tasks only: texts an LLM wrote are easier for LLMs than real ones
+    real = [e for e in human if not e.synthetic]
+    checks = llm_checks(answers, real, spec.labels, target_precision) if answers else None
     version = store.save(
         project_id,
         model,
         meta={
             "labelled": len(human),
             "llm_seed": len(seed),
+            "synthetic_labelled": len(human) - len(real),  # human labels on synthetic tasks, counted apart
             "class_counts": dict(counts),
             "fit_seconds": round(fit_seconds, 3),
             "reason": reason,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from backend.labeling.config import TaskSpec
+from backend.synthetic.provenance import is_synthetic
 
 
 @dataclass(frozen=True)
@@ -14,6 +15,7 @@ class Example:
     task_id: int
     text: str
     labels: tuple[str, ...]
+    synthetic: bool = False  # an LLM wrote the text (see backend.synthetic.provenance); a human labelled it
 
 
 def build_choices_result(spec: TaskSpec, labels: Iterable[str]) -> list[dict[str, Any]]:
@@ -76,5 +78,6 @@ def training_examples(spec: TaskSpec, tasks: Iterable[Mapping[str, Any]]) -> lis
         text = spec.text_of(task.get("data") or {})
         if text is None:
             continue
-        examples.append(Example(task_id=int(task["id"]), text=text, labels=labels))
+        synthetic = is_synthetic(task.get("data") or {})
+        examples.append(Example(task_id=int(task["id"]), text=text, labels=labels, synthetic=synthetic))
     return examples

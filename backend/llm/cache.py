@@ -1,7 +1,9 @@
-"""The LLM response cache in Redis: identical (model, prompt, parameters) requests cost nothing twice."""
+"""LLM response caches (Redis, or a JSON file): identical (model, prompt, parameters) requests cost nothing twice."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 
@@ -17,3 +19,24 @@ class RedisCache:
 
     def set(self, key: str, value: str) -> None:
         self.conn.set(self.prefix + key, value, ex=self.ttl)
+
+
+class DiskCache:
+    """The cache protocol over one JSON file, for tools that run without Redis (benches, ops scripts).
+    Call `save()` to keep what was added."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.data: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+
+    def get(self, key: str) -> str | None:
+        return self.data.get(key)
+
+    def set(self, key: str, value: str) -> None:
+        self.data[key] = value
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data))
+        tmp.replace(self.path)

@@ -23,8 +23,8 @@ import openai
 from backend.labeling import TaskSpec
 from backend.llm.confidence import TokenLogprob, label_distribution, set_agreement, vote_distribution
 from backend.llm.cost import Usage
-from backend.llm.parsing import parse_answer, parse_score, value_offset
-from backend.llm.prompts import FORMAT_STYLES, Prompt, prompt_key, response_format
+from backend.llm.parsing import parse_answer, parse_score, parse_texts, value_offset
+from backend.llm.prompts import FORMAT_STYLES, Prompt, generation_schema, prompt_key, response_format
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -141,10 +141,11 @@ class LLMClient:
         temperature: float,
         salt: int,
         schema: dict[str, Any] | None = None,
+        max_tokens: int | None = None,
     ) -> tuple[Completion, bool]:
         """One chat completion (or its cached copy): the answer constrained to `spec`'s labels, or to
         `schema` when given."""
-        params: dict[str, Any] = {"temperature": temperature, "max_tokens": self.config.max_tokens}
+        params: dict[str, Any] = {"temperature": temperature, "max_tokens": max_tokens or self.config.max_tokens}
         if self._logprobs:
             params.update(logprobs=True, top_logprobs=self.config.top_logprobs)
         if self._formats:
@@ -165,11 +166,11 @@ class LLMClient:
                 log.warning(
                     "the endpoint refuses %s output; trying %s", refused, self._formats[0] if self._formats else "none"
                 )
-                return self._complete(messages, spec, temperature, salt, schema)
+                return self._complete(messages, spec, temperature, salt, schema, max_tokens)
             if self._logprobs and "logprob" in message:
                 log.warning("the endpoint refuses logprobs; confidence will come from agreement over samples")
                 self._logprobs = False
-                return self._complete(messages, spec, temperature, salt, schema)
+                return self._complete(messages, spec, temperature, salt, schema, max_tokens)
             if isinstance(exc, openai.InternalServerError):
                 self.breaker.failure()
             else:
@@ -241,6 +242,25 @@ class LLMClient:
             log.warning("informativeness judge failed: %s", exc)
             return None, Usage()
         return parse_score(completion.text), _usage(completion, cached)
+
+    def generate(
+        self, prompt: Prompt, count: int, max_tokens: int = 1024, temperature: float = 0.9, salt: int = 0
+    ) -> tuple[list[str], Usage, str | None]:
+        """Up to `count` new texts for a generation prompt, its usage and an error (None when it worked).
+
+        Sampled warm for variety; `salt` tells samples of the same prompt apart, so the cache keeps them
+        distinct and a re-run with the same salt gets the same texts back."""
+        try:
+            completion, cached = self._complete(
+                prompt.messages, None, temperature, salt, generation_schema(count), max_tokens
+            )
+        except CircuitOpen:
+            raise
+        except Exception as exc:
+            log.warning("generation failed: %s", exc)
+            return [], Usage(), f"{type(exc).__name__}: {exc}"
+        texts = parse_texts(completion.text, count)
+        return texts, _usage(completion, cached), None if texts else "the answer held no texts"
 
     def annotate_many(
         self, spec: TaskSpec, prompts: Sequence[Prompt], progress: Callable[[int, int], None] | None = None

@@ -77,3 +77,12 @@ def parse_score(text: str | None, low: int = 0, high: int = 10) -> float | None:
         return None
     return (float(value) - low) / (high - low)
 
+
+def parse_texts(text: str | None, limit: int) -> list[str]:
+    """The generated texts of a {"texts": [...]} answer (or a bare list), at most `limit`; [] if none."""
+    value = _json_value(text or "")
+    if isinstance(value, dict):
+        value = value.get("texts")
+    if not isinstance(value, list):
+        return []
+    return [item.strip() for item in value if isinstance(item, str) and item.strip()][:limit]

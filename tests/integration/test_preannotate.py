@@ -219,3 +219,23 @@ def test_ranking_by_llm_judged_informativeness_is_costed_and_falls_back_without_
 
     no_llm = run_ranking(9, job(ls, llm_enabled=False, queue_size=5), "llm_informativeness", 5)
     assert no_llm["strategy"] == "margin" and "llm_informativeness" in no_llm["fallback"]
+
+
+def test_the_model_that_wrote_a_synthetic_task_never_pre_labels_it(
+    job, scripted_llm: ScriptedLLM, redis_conn: redis.Redis
+) -> None:
+    from backend.synthetic.provenance import Provenance, synthetic_task
+
+    scripted_llm.default = answer_by_sentiment
+    ls = FakeLabelStudio(texts(20))
+    written = synthetic_task("text", f"{POSITIVE[0]} (review 21)", Provenance("scripted", "Positive", "syn-1", "h"))
+    by_other = synthetic_task("text", f"{NEGATIVE[0]} (review 22)", Provenance("another-llm", "Negative", "syn-1", "h"))
+    ls.tasks += [{"id": 21, **written}, {"id": 22, **by_other}]
+    result = run_preannotation(5, job(ls, llm_seed_size=0), client(scripted_llm, redis_conn), FREE)
+
+    labelled = {p["task"] for batch in ls.imported for p in batch}
+    assert 21 not in labelled and 22 in labelled and len(labelled) == 21
+    assert result["left_to_humans"] == 1 and result["annotated"] == 21
+    assert 21 not in llm_answers.all_answers(redis_conn, 5)
+    asked = [m["content"] for body in scripted_llm.requests for m in body["messages"]]
+    assert not any("review 21)" in text for text in asked)
