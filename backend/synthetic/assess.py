@@ -6,6 +6,7 @@ human labelled, so texts the LLM wrote can never grade themselves.
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ from sklearn.model_selection import KFold
 from backend.labeling import Example, TaskSpec
 from backend.student import StudentModel
 from backend.synthetic.targets import Target, confused_pairs, recall_by_label, weak_targets
+
+ASSESS_AT_MOST = 3000  # real examples graded out of fold when picking targets
 
 
 def out_of_fold(spec: TaskSpec, real: Sequence[Example], extra: Sequence[Example] = (), folds: int = 5,
@@ -42,6 +45,8 @@ def weakest(spec: TaskSpec, real: Sequence[Example], labelled_synthetic: Sequenc
     """The targets synthetic texts should be written for, from human labels of real tasks (and the
     synthetic tasks humans labelled, which count toward a label's coverage but are never graded)."""
     counts = Counter(label for e in [*real, *labelled_synthetic] for label in e.labels)
+    if len(real) > ASSESS_AT_MOST:  # recall per label is steady long before; five fits on 100k labels are not
+        real = random.Random(seed).sample(list(real), ASSESS_AT_MOST)
     predicted = out_of_fold(spec, real, labelled_synthetic, seed=seed)
     graded = [(e, p) for e, p in zip(real, predicted, strict=True) if p is not None]
     if spec.multi_label:  # recall per label over tasks that have it; no pairs

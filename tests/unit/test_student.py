@@ -252,3 +252,19 @@ def test_prediction_version_joins_the_llm_revision(tmp_path) -> None:
     assert store.bump_llm_revision(3) == "llm2"
     assert store.prediction_version(3) == f"{version}+llm2"
     assert store.latest_version(3) == version  # the student's own version is unchanged
+
+
+
+def test_from_thousands_of_labels_the_temperature_comes_from_one_held_out_third() -> None:
+    from backend.student.model import TemperatureScaledSVC
+
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(4, 40))
+    y = rng.integers(0, 4, size=2400)
+    features = sparse.csr_matrix(centers[y] + rng.normal(scale=2.0, size=(2400, 40)))
+    labels = np.array(["a", "b", "c", "d"])[y]
+    model = TemperatureScaledSVC(C=0.5, folds=3, holdout_from=2000).fit(features, labels)
+    assert list(model.classes_) == ["a", "b", "c", "d"] and model.shrink_ == pytest.approx(1 / (800 + 2))
+    proba = model.predict_proba(features)
+    assert np.allclose(proba.sum(axis=1), 1) and 0.3 < proba.max(axis=1).mean() < 0.99
+    assert pickle.loads(pickle.dumps(model)).predict_proba(features[:5]) == pytest.approx(proba[:5])
