@@ -254,7 +254,6 @@ def test_prediction_version_joins_the_llm_revision(tmp_path) -> None:
     assert store.latest_version(3) == version  # the student's own version is unchanged
 
 
-
 def test_from_thousands_of_labels_the_temperature_comes_from_one_held_out_third() -> None:
     from backend.student.model import TemperatureScaledSVC
 
