@@ -3,6 +3,7 @@
     python -m bench.simulate                    # the committed tables: TREC-6, SMS spam, Reuters R8, 3 seeds
     python -m bench.simulate --datasets trec6 --strategies random margin --seeds 1 --budget 200  # smoke run
     python -m bench.simulate --render-only      # rebuild simulate.md / .png from simulate.json
+    python -m bench.simulate --datasets trec6 sms_spam --strategies random margin --llm-seed 30 --out simulate_llm
 
 Each run: `--initial` random labels, then rounds of `--batch` labels (`--batch-large` past 200) chosen by
 the strategy from the unlabelled pool, the product's StudentModel refitted after each round and scored
@@ -11,6 +12,12 @@ per seed). Strategies see what the ranking job gives them: student probabilities
 pool, a bootstrap committee. Reported per dataset and strategy, mean and spread over seeds: the learning
 curve, the labels needed to reach 95% of full supervision (the student on the whole pool), the area under
 the curve (mean accuracy over the label budget), and the median wall time of a query round.
+
+With `--llm-seed N`, the LAUD cold start joins the loop: the embedded LLM (llama.cpp, `--llm-model`)
+labels a k-center-greedy seed of N pool items zero-shot, and every strategy also runs as
+`<strategy>+llm_seed`, its student trained on those labels at weight 0.3 (as the training job does) next
+to the human ones, a human label replacing the LLM's. LLM answers are cached on disk by model and prompt
+(bench/results/cache/, git-ignored), so a re-run asks the LLM nothing; their tokens are reported.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +41,8 @@ from backend.selection.strategies import Pool, QueryStrategy, make_strategy
 from backend.student import StudentModel
 from bench.spine import log, machine
 
+LLM_SUFFIX = "+llm_seed"
+LLM_LABEL_WEIGHT = 0.3  # the product's default (LLM_LABEL_WEIGHT): a human label weighs 1
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 DEFAULT_STRATEGIES = ["random", "least_confidence", "margin", "entropy", "cluster_diverse", "badge"]
@@ -95,9 +104,12 @@ def simulate(
     seed: int,
     steps: Sequence[int],
     embeddings: np.ndarray | None = None,
+    weak: Mapping[int, str] | None = None,
+    weak_weight: float = LLM_LABEL_WEIGHT,
 ) -> dict[str, Any]:
     """One learning curve: the student's test accuracy at each label count in `steps`, labels chosen by
-    `strategy` after the first `steps[0]` random ones."""
+    `strategy` after the first `steps[0]` random ones. `weak` (pool index -> an LLM's label) joins the
+    training at `weak_weight` wherever no human label exists for the item."""
     rng = np.random.default_rng(seed)
     n = len(data.pool)
     labelled = list(rng.choice(n, steps[0], replace=False))
@@ -106,7 +118,13 @@ def simulate(
     curve, round_seconds = [], []
     for next_step in [*steps[1:], None]:
         texts = [data.pool[i] for i in labelled]
-        model = StudentModel(data.classes).fit(texts, [(data.pool_labels[i],) for i in labelled])
+        extra = [i for i in (weak or {}) if i not in set(labelled)]
+        weights = [1.0] * len(labelled) + [weak_weight] * len(extra) if extra else None
+        model = StudentModel(data.classes).fit(
+            texts + [data.pool[i] for i in extra],
+            [(data.pool_labels[i],) for i in labelled] + [((weak or {})[i],) for i in extra],
+            sample_weight=weights,
+        )
         curve.append(accuracy(model, data.test, data.test_labels))
         if next_step is None:
             break
@@ -126,6 +144,23 @@ def simulate(
     return {"steps": list(steps[: len(curve)]), "accuracy": curve, "round_seconds": round_seconds}
 
 
+def llm_seed_labels(client: Any, classes: Sequence[str], pool: Sequence[str], n: int) -> tuple[dict[int, str], Any]:
+    """The LAUD seed: n k-center-greedy pool items labelled zero-shot by the LLM (unanswered items dropped),
+    and the usage it took."""
+    from backend.labeling import parse_label_config
+    from backend.labeling.templates import render
+    from backend.llm.cost import Usage
+    from backend.llm.prompts import build_prompt
+    from backend.selection.diversity import k_center_greedy, text_features
+
+    spec = parse_label_config(render((ROOT / "label_configs" / "text_classification_single.xml").read_text(), classes))
+    picked = k_center_greedy(text_features(pool), n)
+    answers = client.annotate_many(spec, [build_prompt(spec, pool[i]) for i in picked])
+    usage = sum((a.usage for a in answers if a is not None), Usage())
+    labels = {int(i): a.labels[0] for i, a in zip(picked, answers, strict=True) if a is not None and a.labels}
+    return labels, usage
+
+
 def labels_to_reach(steps: Sequence[int], curve: Sequence[float], target: float) -> int | None:
     return next((step for step, acc in zip(steps, curve, strict=True) if acc >= target), None)
 
@@ -135,12 +170,15 @@ def area_under_curve(steps: Sequence[int], curve: Sequence[float]) -> float:
     return float(np.trapezoid(curve, steps) / (steps[-1] - steps[0])) if len(steps) > 1 else float(curve[0])
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace, client: Any = None) -> dict[str, Any]:
+    """Every dataset x seed x strategy; with a `client` (and --llm-seed), each strategy also with the LLM seed."""
     steps = budgets(args.initial, args.batch, args.batch_large, args.budget)
     results: dict[str, Any] = {}
     for name in args.datasets:
-        per_strategy: dict[str, list[dict[str, Any]]] = {s: [] for s in args.strategies}
+        names = list(args.strategies) + ([f"{s}{LLM_SUFFIX}" for s in args.strategies] if client else [])
+        per_strategy: dict[str, list[dict[str, Any]]] = {s: [] for s in names}
         full = []
+        seeded: list[dict[str, Any]] = []
         for seed in range(args.seeds):
             data = split(name, seed, args.test, args.max_pool)
             started = time.perf_counter()
@@ -149,9 +187,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             log(f"{name} seed {seed}: pool {len(data.pool)}, test {len(data.test)}, full supervision "
                 f"{full[-1]:.3f} ({time.perf_counter() - started:.1f} s)")  # fmt: skip
             embeddings = svd_embeddings(data.pool, seed=seed)
-            for strategy_name in args.strategies:
+            weak: dict[int, str] | None = None
+            if client is not None:
                 started = time.perf_counter()
-                outcome = simulate(data, make_strategy(strategy_name), seed, steps, embeddings)
+                weak, usage = llm_seed_labels(client, data.classes, data.pool, args.llm_seed)
+                right = sum(label == data.pool_labels[i] for i, label in weak.items())
+                seeded.append({"labelled": len(weak), "right": right, "prompt_tokens": usage.prompt_tokens,
+                               "completion_tokens": usage.completion_tokens,
+                               "seconds": time.perf_counter() - started})  # fmt: skip
+                log(f"  LLM seed: {len(weak)} labels, {right} right ({time.perf_counter() - started:.0f} s)")
+            for strategy_name in names:
+                base = strategy_name.removesuffix(LLM_SUFFIX)
+                started = time.perf_counter()
+                outcome = simulate(data, make_strategy(base), seed, steps, embeddings,
+                                   weak if strategy_name.endswith(LLM_SUFFIX) else None)  # fmt: skip
                 per_strategy[strategy_name].append(outcome)
                 log(f"  {strategy_name}: {outcome['accuracy'][-1]:.3f} at {steps[-1]} labels "
                     f"({time.perf_counter() - started:.0f} s)")  # fmt: skip
@@ -168,6 +217,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "round_seconds": statistics.median(s for r in runs for s in r["round_seconds"]),
             }
         results[name] = {"steps": steps, "full_supervision": full, "target": target, "strategies": summary}
+        if seeded:
+            results[name]["llm_seed"] = seeded
     return results
 
 
@@ -206,6 +257,10 @@ def markdown(result: dict[str, Any]) -> str:
         full = statistics.mean(d["full_supervision"])
         lines.append(f"- {name}: full supervision {full:.3f} (95%: {d['target']:.3f}), pool of "
                      f"{a['max_pool']} at most.")  # fmt: skip
+        for seeded in d.get("llm_seed") or []:
+            lines.append(f"  - LLM seed ({a.get('llm_model')}): {seeded['labelled']} labels, {seeded['right']} "
+                         f"right, {seeded['prompt_tokens']} + {seeded['completion_tokens']} tokens, "
+                         f"{seeded['seconds']:.0f} s")  # fmt: skip
     best = {name: max(d["strategies"], key=lambda s: statistics.mean(d["strategies"][s]["auc"]))
             for name, d in result["datasets"].items()}  # fmt: skip
     lines += ["", "Best AUC per dataset: " + ", ".join(f"{k}: **{v}**" for k, v in best.items()) + ".", ""]
@@ -238,6 +293,28 @@ def plot(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def run_with_llm(args: argparse.Namespace) -> dict[str, Any]:
+    """`run` with the embedded LLM server up and its answers cached on disk."""
+    import tempfile
+
+    from backend.llm.cache import DiskCache
+    from backend.llm.client import LLMClient, LLMConfig
+    from backend.llm.local import start_local_server, stop_local_server
+    from bench.llm_models import DEFAULT_VENV, free_port
+
+    cache = DiskCache(RESULTS / "cache" / f"{args.llm_model}.json")
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        server = start_local_server(DEFAULT_VENV, args.llm_model, port, Path(tmp) / "llama.log", timeout=300)
+        try:
+            config = LLMConfig(base_url=f"http://127.0.0.1:{port}/v1", model=args.llm_model, formats=("json_object",),
+                               timeout=120, max_retries=1, concurrency=2)  # fmt: skip
+            return run(args, LLMClient(config, cache=cache))
+        finally:
+            stop_local_server(server)
+            cache.save()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=["trec6", "sms_spam", "reuters_r8"])
@@ -249,6 +326,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--budget", type=int, default=1000)
     parser.add_argument("--test", type=int, default=1000)
     parser.add_argument("--max-pool", type=int, default=5000)
+    parser.add_argument("--llm-seed", type=int, default=0, help="LLM-labelled cold-start seed size (0: none)")
+    parser.add_argument("--llm-model", default="smollm2-135m", help="the embedded model for --llm-seed")
     parser.add_argument("--out", default="simulate")
     parser.add_argument("--render-only", action="store_true")
     args = parser.parse_args(argv)
@@ -257,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = json.loads(out.with_suffix(".json").read_text())
     else:
         started = time.time()
-        datasets = run(args)
+        datasets = run_with_llm(args) if args.llm_seed else run(args)
         result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "minutes": (time.time() - started) / 60,
                   "machine": machine(), "args": vars(args), "datasets": datasets}  # fmt: skip
         out.with_suffix(".json").write_text(json.dumps(result, indent=2))

@@ -72,3 +72,39 @@ def test_curve_summaries() -> None:
     assert labels_to_reach([10, 20, 30], [0.5, 0.6, 0.7], 0.75) is None
     assert area_under_curve([0, 10], [0.5, 1.0]) == 0.75
     assert budgets(20, 20, 100, 450) == [20, 40, 60, 80, 100, 120, 140, 160, 180, 200, 300, 400, 450]
+
+
+class GoldLLM:
+    """annotate_many as the LLM seed calls it: right on every item, so the seed must help the student."""
+
+    def __init__(self, gold: dict[str, str]) -> None:
+        self.gold = gold
+        self.asked = 0
+
+    def annotate_many(self, spec, prompts):  # type: ignore[no-untyped-def]
+        from backend.llm.client import LLMAnswer
+        from backend.llm.cost import Usage
+        from backend.llm.prompts import FENCE, FENCE_END
+
+        self.asked += len(prompts)
+        out = []
+        for prompt in prompts:
+            text = prompt.messages[-1]["content"].split(FENCE, 1)[1].rsplit(FENCE_END, 1)[0].strip()
+            out.append(LLMAnswer((self.gold[text],), 0.9, None, "logprobs", Usage(prompt_tokens=10, requests=1), []))
+        return out
+
+
+def test_an_llm_seed_joins_training_at_a_lower_weight_and_a_right_one_helps() -> None:
+    from bench.simulate import llm_seed_labels
+
+    steps = budgets(initial=4, batch=4, batch_large=4, budget=12)
+    with_seed, without = [], []
+    for seed in range(3):
+        data = tiny_split(seed)
+        llm = GoldLLM(dict(zip(data.pool, data.pool_labels, strict=True)))
+        weak, usage = llm_seed_labels(llm, data.classes, data.pool, 40)
+        assert len(weak) == 40 == llm.asked and usage.prompt_tokens == 400
+        assert all(data.pool_labels[i] == label for i, label in weak.items())
+        with_seed.append(simulate(data, make_strategy("random"), seed, steps, weak=weak)["accuracy"][0])
+        without.append(simulate(data, make_strategy("random"), seed, steps)["accuracy"][0])
+    assert statistics.mean(with_seed) > statistics.mean(without) + 0.05, (with_seed, without)
