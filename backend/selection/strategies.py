@@ -83,19 +83,46 @@ class QueryStrategy(Protocol):
 # --- uncertainty scores: higher means more uncertain, each in [0, 1] ---------------------------------
 
 
+# numpy reduces short rows slowly (a 10k x 6 `max(axis=1)` costs ~0.45 ms); a pass per column costs ~0.07 ms.
+# Past this many labels the row-wise reductions are the faster ones again.
+_COLUMN_PASSES_UP_TO = 16
+
+
+def row_max(proba: np.ndarray) -> np.ndarray:
+    if proba.shape[1] > _COLUMN_PASSES_UP_TO or proba.shape[1] == 0:
+        return proba.max(axis=1)
+    best = proba[:, 0].copy()
+    for j in range(1, proba.shape[1]):
+        np.maximum(best, proba[:, j], out=best)
+    return best
+
+
+def top_two(proba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's largest and second largest value (the second is -inf for a single column)."""
+    if proba.shape[1] > _COLUMN_PASSES_UP_TO // 2:
+        two = np.partition(proba, -2, axis=1)[:, -2:]
+        return two[:, 1], two[:, 0]
+    first, second = proba[:, 0].copy(), np.full(len(proba), -np.inf)
+    for j in range(1, proba.shape[1]):
+        column = proba[:, j]
+        np.maximum(second, np.minimum(first, column), out=second)
+        np.maximum(first, column, out=first)
+    return first, second
+
+
 def least_confidence(proba: np.ndarray) -> np.ndarray:
-    return 1.0 - proba.max(axis=1)
+    return 1.0 - row_max(proba)
 
 
 def margin_uncertainty(proba: np.ndarray) -> np.ndarray:
     """1 minus the gap between the two likeliest labels: 1 for a tie, 0 for certainty."""
-    top_two = np.partition(proba, -2, axis=1)[:, -2:]
-    return 1.0 - (top_two[:, 1] - top_two[:, 0])
+    first, second = top_two(proba)
+    return 1.0 - (first - second)
 
 
 def entropy(proba: np.ndarray) -> np.ndarray:
     """Shannon entropy of each row, divided by log(k) so a uniform row scores 1."""
-    return entr(proba).sum(axis=1) / np.log(proba.shape[1])
+    return (entr(proba) @ np.ones(proba.shape[1])) / np.log(proba.shape[1])
 
 
 UNCERTAINTY: dict[str, Callable[[np.ndarray], np.ndarray]] = {

@@ -278,3 +278,16 @@ def test_svd_embeddings_are_unit_rows_that_keep_similar_texts_close() -> None:
     similarity = embeddings @ embeddings.T
     assert similarity[0, 1] > 0.9 and similarity[0, 2] < 0.5
     assert svd_embeddings(texts, dim=3, max_fit_rows=8).shape == (20, 3)
+
+
+@pytest.mark.parametrize("k", [2, 3, 6, 8, 9, 16, 17, 40])
+def test_column_pass_reductions_match_numpys_row_reductions(k: int) -> None:
+    from backend.selection.strategies import entropy, row_max, top_two
+
+    proba = np.random.default_rng(k).dirichlet(np.ones(k), size=500)
+    proba[0] = 1.0 / k  # a full tie
+    assert np.array_equal(row_max(proba), proba.max(axis=1))
+    first, second = top_two(proba)
+    two = np.sort(proba, axis=1)[:, -2:]
+    assert np.array_equal(first, two[:, 1]) and np.array_equal(second, two[:, 0])
+    assert entropy(proba) == pytest.approx(-(proba * np.log(proba)).sum(axis=1) / np.log(k))
