@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from backend.labeling import Example, TaskSpec
-from backend.llm.client import LLMClient
+from backend.llm.client import CircuitOpen, LLMClient
 from backend.llm.cost import Price, Usage, dollars
 from backend.llm.prompts import Prompt, build_prompt, generation_prompt
 from backend.synthetic.assess import weakest
@@ -163,7 +163,12 @@ def generate(
     candidates: list[tuple[Target, str, str]] = []  # (target, text, prompt hash)
     for i, call in enumerate(plan.calls, 1):
         progress(f"request {i}/{len(plan.calls)}: {call.count} texts for {call.target}")
-        texts, usage, error = client.generate(call.prompt, call.count, options.max_tokens_per_call, salt=call.salt)
+        try:
+            texts, usage, error = client.generate(call.prompt, call.count, options.max_tokens_per_call,
+                                                  salt=call.salt)  # fmt: skip
+        except CircuitOpen as exc:  # the endpoint is down: keep what came back, say what did not
+            report.failed_calls.append(f"{len(plan.calls) - i + 1} requests not sent: {exc}")
+            break
         report.usage += usage
         if error:
             report.failed_calls.append(f"{call.target}: {error}")
@@ -217,7 +222,7 @@ def _consistent(
     prompts = [build_prompt(spec, text) for _, text, _ in chosen]
     answers = client.annotate_many(spec, prompts)
     for (target, text, prompt_hash), answer in zip(chosen, answers, strict=True):
-        if answer is None:
+        if answer is None:  # not kept: a text nobody checked could be anything
             report.filtered.rejected.append(Rejected(text, "unchecked: the LLM stopped answering"))
             continue
         report.usage += answer.usage

@@ -267,3 +267,24 @@ def test_generation_prompt_quotes_examples_as_data_and_asks_for_a_bounded_json_l
     assert generation_schema(3)["properties"]["texts"]["maxItems"] == 3
     assert parse_texts('{"texts": [" one ", "", 3, "two", "three", "four"]}', 3) == ["one", "two", "three"]
     assert parse_texts('["a", "b"]', 5) == ["a", "b"] and parse_texts("no json", 5) == []
+
+
+def test_a_dead_endpoint_stops_the_batch_cleanly_with_what_came_back() -> None:
+    from backend.llm.client import CircuitOpen
+
+    class DyingLLM(FakeLLM):
+        def generate(self, prompt: Prompt, count: int, max_tokens: int = 1024, temperature: float = 0.9,
+                     salt: int = 0) -> tuple[list[str], Usage, str | None]:  # fmt: skip
+            if salt > 0:
+                raise CircuitOpen("the LLM endpoint failed 5 times in a row")
+            return super().generate(prompt, count, max_tokens, temperature, salt)
+
+    human = _examples({"sports": 20, "politics": 20, "science": 3})
+    options = GenerateOptions(targets=1, per_target=9, per_call=3, check=False)
+    plan = plan_generation(SPEC, 7, human, "gen-model", FREE, options)
+    project: list[dict[str, Any]] = []
+    llm = DyingLLM(SCIENCE, lambda t: "science")
+    report = generate(plan, SPEC, llm, FREE, [], set(), lambda b: project.extend(b) or len(b), options)  # type: ignore[arg-type]
+    assert report.created == 3 == len(project) and report.generated == 3
+    assert report.failed_calls == ["2 requests not sent: the LLM endpoint failed 5 times in a row"]
+    assert any("failed request: 2 requests not sent" in line for line in report.lines())
