@@ -325,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-large", type=int, default=100)
     parser.add_argument("--budget", type=int, default=1000)
     parser.add_argument("--test", type=int, default=1000)
-    parser.add_argument("--max-pool", type=int, default=5000)
+    parser.add_argument("--max-pool", type=int, default=3000)
     parser.add_argument("--llm-seed", type=int, default=0, help="LLM-labelled cold-start seed size (0: none)")
     parser.add_argument("--llm-model", default="smollm2-135m", help="the embedded model for --llm-seed")
     parser.add_argument("--out", default="simulate")
