@@ -26,7 +26,6 @@ import json
 import random
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,11 +40,10 @@ from backend.llm.cache import DiskCache
 from backend.llm.calibration import cross_calibrated, expected_calibration_error
 from backend.llm.client import LLMAnswer, LLMClient, LLMConfig
 from backend.llm.cost import DEFAULT_PRICES, Usage, dollars
-from backend.llm.local import start_local_server, stop_local_server
 from backend.selection.diversity import k_center_greedy, text_features
 from backend.student import StudentModel
-from bench.llm_models import DEFAULT_VENV, LABELS, free_port, label_config
-from bench.spine import log, machine
+from bench.llm_models import DEFAULT_VENV, LABELS, embedded_llm, label_config
+from bench.spine import log, machine, write_outputs
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -253,29 +251,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         started = time.time()
         cache = DiskCache(CACHE / f"{args.model}.json")
-        port = free_port()
-        with tempfile.TemporaryDirectory() as tmp:
-            server = start_local_server(args.venv, args.model, port, Path(tmp) / "llama.log", timeout=300)
-            try:
-                base = {"base_url": f"http://127.0.0.1:{port}/v1", "model": args.model, "formats": ("json_object",),
-                        "timeout": 120, "max_retries": 1}  # fmt: skip
-                datasets = {}
-                for name in args.datasets:
-                    spec = parse_label_config(label_config(name))
-                    pool, pool_gold, test, test_gold = split(name, args.pool, args.test)
-                    c1 = LLMClient(LLMConfig(**base, concurrency=1), cache=cache)
-                    c2 = LLMClient(LLMConfig(**base, concurrency=2))
-                    log(f"{name}: zero-shot on {args.n} items")
-                    z = zero_shot(c1, c2, spec, pool[: args.n], pool_gold[: args.n], args.throughput_items)
-                    cache.save()
-                    c1.cache = cache
-                    log(f"{name}: learning curves")
-                    curves = learning_curves(c1, spec, pool, pool_gold, test, test_gold, args.budgets, args.seeds,
-                                             args.seed_size)  # fmt: skip
-                    cache.save()
-                    datasets[name] = {"zero_shot": z, "curves": curves}
-            finally:
-                stop_local_server(server)
+        with embedded_llm(args.model, args.venv) as url:
+            base = {"base_url": url, "model": args.model, "formats": ("json_object",), "timeout": 120,
+                    "max_retries": 1}  # fmt: skip
+            datasets = {}
+            for name in args.datasets:
+                spec = parse_label_config(label_config(name))
+                pool, pool_gold, test, test_gold = split(name, args.pool, args.test)
+                c1 = LLMClient(LLMConfig(**base, concurrency=1), cache=cache)
+                c2 = LLMClient(LLMConfig(**base, concurrency=2))
+                log(f"{name}: zero-shot on {args.n} items")
+                z = zero_shot(c1, c2, spec, pool[: args.n], pool_gold[: args.n], args.throughput_items)
+                cache.save()
+                c1.cache = cache
+                log(f"{name}: learning curves")
+                curves = learning_curves(c1, spec, pool, pool_gold, test, test_gold, args.budgets, args.seeds,
+                                         args.seed_size)  # fmt: skip
+                cache.save()
+                datasets[name] = {"zero_shot": z, "curves": curves}
         result = {
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "minutes": (time.time() - started) / 60,
@@ -286,9 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "datasets": datasets,
         }
         out.with_suffix(".json").write_text(json.dumps(result, indent=2))
-    out.with_suffix(".md").write_text(markdown(result))
-    plot(result, out.with_suffix(".png"))
-    print(markdown(result))
+    write_outputs(out, result, markdown, plot)
     return 0
 
 

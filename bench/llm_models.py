@@ -28,7 +28,8 @@ import tempfile
 import time
 import xml.etree.ElementTree as ET
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,18 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextmanager
+def embedded_llm(model: str, venv: Path = DEFAULT_VENV, timeout: float = 300) -> Iterator[str]:
+    """llama.cpp's server on `model` for the length of the block; yields its OpenAI-compatible base URL."""
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        server = start_local_server(venv, model, port, Path(tmp) / "llama.log", timeout=timeout)
+        try:
+            yield f"http://127.0.0.1:{port}/v1"
+        finally:
+            stop_local_server(server)
 
 
 def timed_run(client: LLMClient, config: str, texts: Sequence[str], what: str) -> tuple[list[LLMAnswer | None], float]:

@@ -39,7 +39,7 @@ from backend.datasets import HAS_SPLIT, load
 from backend.selection.embeddings import svd_embeddings
 from backend.selection.strategies import Pool, QueryStrategy, make_strategy
 from backend.student import StudentModel
-from bench.spine import log, machine
+from bench.spine import log, machine, write_outputs
 
 LLM_SUFFIX = "+llm_seed"
 LLM_LABEL_WEIGHT = 0.3  # the product's default (LLM_LABEL_WEIGHT): a human label weighs 1
@@ -144,21 +144,35 @@ def simulate(
     return {"steps": list(steps[: len(curve)]), "accuracy": curve, "round_seconds": round_seconds}
 
 
-def llm_seed_labels(client: Any, classes: Sequence[str], pool: Sequence[str], n: int) -> tuple[dict[int, str], Any]:
+def llm_seed_labels(
+    client: Any, label_config: str, pool: Sequence[str], n: int, to_gold: Mapping[str, str] | None = None
+) -> tuple[dict[int, str], Any]:
     """The LAUD seed: n k-center-greedy pool items labelled zero-shot by the LLM (unanswered items dropped),
-    and the usage it took."""
+    and the usage it took. `to_gold` maps the config's label names back to the corpus's."""
     from backend.labeling import parse_label_config
-    from backend.labeling.templates import render
     from backend.llm.cost import Usage
     from backend.llm.prompts import build_prompt
     from backend.selection.diversity import k_center_greedy, text_features
 
-    spec = parse_label_config(render((ROOT / "label_configs" / "text_classification_single.xml").read_text(), classes))
+    spec = parse_label_config(label_config)
     picked = k_center_greedy(text_features(pool), n)
     answers = client.annotate_many(spec, [build_prompt(spec, pool[i]) for i in picked])
     usage = sum((a.usage for a in answers if a is not None), Usage())
-    labels = {int(i): a.labels[0] for i, a in zip(picked, answers, strict=True) if a is not None and a.labels}
+    to_gold = to_gold or {}
+    labels = {int(i): to_gold.get(a.labels[0], a.labels[0])
+              for i, a in zip(picked, answers, strict=True) if a is not None and a.labels}  # fmt: skip
     return labels, usage
+
+
+def seed_label_config(dataset: str, classes: Sequence[str]) -> tuple[str, dict[str, str]]:
+    """The config the LLM labels the seed with: the LLM bench's named labels with hints where it has them
+    (TREC-6, SMS spam), else the corpus's own label names; and the way back to the corpus's names."""
+    from backend.labeling.templates import render
+    from bench.llm_models import LABELS, label_config
+
+    if dataset in LABELS:
+        return label_config(dataset), {name: gold for gold, (name, _) in LABELS[dataset].items()}
+    return render((ROOT / "label_configs" / "text_classification_single.xml").read_text(), classes), {}
 
 
 def labels_to_reach(steps: Sequence[int], curve: Sequence[float], target: float) -> int | None:
@@ -190,7 +204,8 @@ def run(args: argparse.Namespace, client: Any = None) -> dict[str, Any]:
             weak: dict[int, str] | None = None
             if client is not None:
                 started = time.perf_counter()
-                weak, usage = llm_seed_labels(client, data.classes, data.pool, args.llm_seed)
+                config, to_gold = seed_label_config(name, data.classes)
+                weak, usage = llm_seed_labels(client, config, data.pool, args.llm_seed, to_gold)
                 right = sum(label == data.pool_labels[i] for i, label in weak.items())
                 seeded.append({"labelled": len(weak), "right": right, "prompt_tokens": usage.prompt_tokens,
                                "completion_tokens": usage.completion_tokens,
@@ -295,24 +310,18 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 def run_with_llm(args: argparse.Namespace) -> dict[str, Any]:
     """`run` with the embedded LLM server up and its answers cached on disk."""
-    import tempfile
-
     from backend.llm.cache import DiskCache
     from backend.llm.client import LLMClient, LLMConfig
-    from backend.llm.local import start_local_server, stop_local_server
-    from bench.llm_models import DEFAULT_VENV, free_port
+    from bench.llm_models import embedded_llm
 
     cache = DiskCache(RESULTS / "cache" / f"{args.llm_model}.json")
-    port = free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        server = start_local_server(DEFAULT_VENV, args.llm_model, port, Path(tmp) / "llama.log", timeout=300)
-        try:
-            config = LLMConfig(base_url=f"http://127.0.0.1:{port}/v1", model=args.llm_model, formats=("json_object",),
-                               timeout=120, max_retries=1, concurrency=2)  # fmt: skip
+    try:
+        with embedded_llm(args.llm_model) as url:
+            config = LLMConfig(base_url=url, model=args.llm_model, formats=("json_object",), timeout=120,
+                               max_retries=1, concurrency=2)  # fmt: skip
             return run(args, LLMClient(config, cache=cache))
-        finally:
-            stop_local_server(server)
-            cache.save()
+    finally:
+        cache.save()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -340,9 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "minutes": (time.time() - started) / 60,
                   "machine": machine(), "args": vars(args), "datasets": datasets}  # fmt: skip
         out.with_suffix(".json").write_text(json.dumps(result, indent=2))
-    out.with_suffix(".md").write_text(markdown(result))
-    plot(result, out.with_suffix(".png"))
-    print(markdown(result))
+    write_outputs(out, result, markdown, plot)
     return 0
 
 

@@ -424,6 +424,19 @@ def bench_training(quick: bool, work: Path) -> dict[str, Any]:
 # --- reporting -------------------------------------------------------------------------------------
 
 
+def write_outputs(
+    out: Path,
+    result: dict[str, Any],
+    markdown: Callable[[dict[str, Any]], str],
+    plot: Callable[[dict[str, Any], Path], None],
+) -> None:
+    """A bench's table (.md) and plot (.png) from its result, next to its .json; the table is printed too."""
+    table = markdown(result)
+    out.with_suffix(".md").write_text(table)
+    plot(result, out.with_suffix(".png"))
+    print(table)
+
+
 def machine() -> dict[str, Any]:
     model_name = platform.processor() or "unknown"
     try:

@@ -95,14 +95,15 @@ class GoldLLM:
 
 
 def test_an_llm_seed_joins_training_at_a_lower_weight_and_a_right_one_helps() -> None:
-    from bench.simulate import llm_seed_labels
+    from bench.simulate import llm_seed_labels, seed_label_config
 
     steps = budgets(initial=4, batch=4, batch_large=4, budget=12)
     with_seed, without = [], []
     for seed in range(3):
         data = tiny_split(seed)
         llm = GoldLLM(dict(zip(data.pool, data.pool_labels, strict=True)))
-        weak, usage = llm_seed_labels(llm, data.classes, data.pool, 40)
+        config, to_gold = seed_label_config("tiny", data.classes)
+        weak, usage = llm_seed_labels(llm, config, data.pool, 40, to_gold)
         assert len(weak) == 40 == llm.asked and usage.prompt_tokens == 400
         assert all(data.pool_labels[i] == label for i, label in weak.items())
         with_seed.append(simulate(data, make_strategy("random"), seed, steps, weak=weak)["accuracy"][0])
