@@ -28,7 +28,8 @@ from backend.labelstudio import LabelStudio, LabelStudioError
 from backend.settings import Settings, get_settings
 from sdk_scripts.readers import InputError, Record
 
-TEMPLATES = Path(__file__).resolve().parents[1] / "label_configs"
+# beside the package in a checkout; in the Docker image the package is installed and the templates are in /app
+TEMPLATE_DIRS = (Path(__file__).resolve().parents[1] / "label_configs", Path.cwd() / "label_configs")
 TEMPLATE_FILES = {"single": "text_classification_single.xml", "multi": "text_classification_multi.xml"}
 UNCERTAINTY_SAMPLING = "Uncertainty sampling"
 
@@ -85,7 +86,11 @@ def connect(args: argparse.Namespace, settings: Settings) -> int:
 
 def _project_from_template(ls: LabelStudio, title: str, labels: str, template: str, text_field: str | None) -> int:
     names = [label.strip() for label in labels.split(",") if label.strip()]
-    path = TEMPLATES / TEMPLATE_FILES[template] if template in TEMPLATE_FILES else Path(template)
+    if template in TEMPLATE_FILES:
+        found = [d / TEMPLATE_FILES[template] for d in TEMPLATE_DIRS if (d / TEMPLATE_FILES[template]).is_file()]
+        path = found[0] if found else Path(TEMPLATE_FILES[template])
+    else:
+        path = Path(template)
     if not path.is_file():
         raise UsageError(f"no template {template!r}: use {', '.join(TEMPLATE_FILES)} or a path to an XML file")
     config = render(path.read_text(), names, text_field)

@@ -106,8 +106,8 @@ def import_file(
 ) -> ImportSummary:
     """Import `path` into the project. Raises InputError / LabelStudioError / UnsupportedLabelConfig before
     anything is imported; a failure later stops the import with the summary of what was done."""
+    header, records = open_records(path, detect_format(path, fmt), encoding)  # the file's own faults first
     spec = parse_label_config(ls.label_config(project_id))
-    header, records = open_records(path, detect_format(path, fmt), encoding)
     mapping = FieldMapping(check_mapping(spec, header, text_field, path), spec.data_key, id_field)
     known = existing_keys(ls, project_id, spec.data_key)
     summary = ImportSummary()
