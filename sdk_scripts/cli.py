@@ -129,16 +129,20 @@ def import_(args: argparse.Namespace, settings: Settings) -> int:
 def generate(args: argparse.Namespace, settings: Settings) -> int:
     from backend.llm.cache import DiskCache
     from backend.llm.client import LLMClient, LLMConfig
+    from backend.llm.cost import parse_prices, price_for
     from backend.synthetic.generate import GenerateOptions, generate, plan_generation
     from sdk_scripts.importing import existing_keys
 
+    model = args.model or settings.llm_model
+    local = args.llm_url is None and settings.llm_is_local  # the embedded model: $0 a token
+    try:
+        price = price_for(model, parse_prices(settings.llm_prices), local=local)
+    except KeyError as exc:
+        raise UsageError(exc.args[0]) from exc
     ls = _ls(settings)
     spec = parse_label_config(ls.label_config(args.project))
     tasks = list(ls.iter_full_tasks(args.project))
     human = training_examples(spec, tasks)
-    model = args.model or settings.llm_model
-    price = settings.llm_price() if model == settings.llm_model else settings.model_copy(
-        update={"llm_model": model}).llm_price()  # fmt: skip
     options = GenerateOptions(targets=args.targets, per_target=args.per_target, per_call=args.per_call,
                               label=args.label, check=not args.no_check, max_dollars=args.max_dollars,
                               seed=args.seed)  # fmt: skip
@@ -155,7 +159,7 @@ def generate(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("no LLM endpoint: set LLM_BASE_URL (or pass --llm-url) to an OpenAI-compatible server, "
                          "e.g. the one `make run` starts at http://127.0.0.1:9091/v1")  # fmt: skip
     cache = DiskCache(settings.data_dir / "llm-cache" / f"generate-{model.replace('/', '_')}.json")
-    formats = ("json_object",) if settings.llm_is_local and not args.llm_url else ("json_schema", "json_object")
+    formats = ("json_object",) if local else ("json_schema", "json_object")
     client = LLMClient(LLMConfig(base_url=url, model=model, api_key=settings.llm_api_key,
                                  timeout=settings.llm_timeout, formats=formats), cache=cache)  # fmt: skip
     texts = [t for task in tasks if (t := spec.text_of(task["data"]))]

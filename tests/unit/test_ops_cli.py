@@ -40,6 +40,8 @@ def test_usage_errors_are_one_line_with_status_2(capsys: pytest.CaptureFixture[s
     assert main(["import", str(tmp_path / "t.csv"), "--project", "1"]) == 2
     err = capsys.readouterr().err
     assert "cannot reach Label Studio at http://127.0.0.1:9" in err and "Traceback" not in err
+    assert main(["generate", "--project", "1", "--model", "some-hosted-model", "--llm-url", "http://llm/v1"]) == 2
+    assert "no price for model 'some-hosted-model': add it to LLM_PRICES" in capsys.readouterr().err
 
 
 def test_missing_label_studio_settings_are_named(
