@@ -109,3 +109,11 @@ def test_an_llm_seed_joins_training_at_a_lower_weight_and_a_right_one_helps() ->
         with_seed.append(simulate(data, make_strategy("random"), seed, steps, weak=weak)["accuracy"][0])
         without.append(simulate(data, make_strategy("random"), seed, steps)["accuracy"][0])
     assert statistics.mean(with_seed) > statistics.mean(without) + 0.05, (with_seed, without)
+
+
+def test_the_table_names_the_command_that_made_it() -> None:
+    from bench.simulate import command_line, parser
+
+    assert command_line(vars(parser().parse_args([]))) == "python -m bench.simulate"
+    args = ["--datasets", "movie_reviews", "20newsgroups", "--llm-seed", "30", "--out", "more"]
+    assert command_line(vars(parser().parse_args(args))) == "python -m bench.simulate " + " ".join(args)
