@@ -267,3 +267,13 @@ def test_from_thousands_of_labels_the_temperature_comes_from_one_held_out_third(
     proba = model.predict_proba(features)
     assert np.allclose(proba.sum(axis=1), 1) and 0.3 < proba.max(axis=1).mean() < 0.99
     assert pickle.loads(pickle.dumps(model)).predict_proba(features[:5]) == pytest.approx(proba[:5])
+
+
+def test_the_same_labels_give_the_same_model() -> None:
+    rng = np.random.default_rng(1)
+    words = ["good", "bad", "fine", "awful", "great", "poor", "nice", "meh"]
+    texts = [" ".join(rng.choice(words, 6)) + f" {i}" for i in range(300)]
+    labels = [("Positive",) if sum(w in t for w in ("good", "great", "nice")) > 1 else ("Negative",) for t in texts]
+    first = StudentModel(["Positive", "Negative"]).fit(texts, labels).predict_proba(texts)
+    second = StudentModel(["Positive", "Negative"]).fit(texts, labels).predict_proba(texts)
+    assert np.array_equal(first, second)
