@@ -32,7 +32,7 @@ from typing import Any
 
 from backend.labeling import Example, TaskSpec, parse_label_config
 from backend.llm.cache import DiskCache
-from backend.llm.client import LLMAnswer, LLMClient, LLMConfig
+from backend.llm.client import Completion, LLMAnswer, LLMClient, LLMConfig
 from backend.llm.cost import DEFAULT_PRICES, FREE, Usage, dollars
 from backend.llm.prompts import FENCE, FENCE_END, Prompt
 from backend.student import StudentModel
@@ -52,6 +52,22 @@ def scores(spec: TaskSpec, train: Sequence[Example], test: Sequence[str], gold: 
         recall[label] = sum(p == label for p in having) / len(having) if having else None
     accuracy = sum(p == g for p, g in zip(predicted, gold, strict=True)) / len(gold)
     return {"accuracy": accuracy, "recall": recall}
+
+
+class CountingCache(DiskCache):
+    """The disk cache, counting the tokens of the answers it serves: a re-run spends none, but the table
+    reports what the work takes."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.served = Usage()
+
+    def get(self, key: str) -> str | None:
+        hit = super().get(key)
+        if hit is not None:
+            completion = Completion.loads(hit)
+            self.served += Usage(completion.prompt_tokens, completion.completion_tokens, 1, 1)
+        return hit
 
 
 class RealTexts:
@@ -95,10 +111,15 @@ def run_seed(
     options = GenerateOptions(targets=args.targets, per_target=args.per_target, per_call=args.per_call, seed=seed)
     plan = plan_generation(spec, seed, human, args.model, FREE, options)
     created: list[dict[str, Any]] = []
+    cache = getattr(generator, "cache", None)
+    served_before = cache.served if isinstance(cache, CountingCache) else Usage()
     started = time.perf_counter()
     report = generate(plan, spec, generator, FREE, pool, set(), lambda batch: created.extend(batch) or len(batch),
                       options, progress=lambda message: log(f"  {message}"))  # fmt: skip
     seconds = time.perf_counter() - started
+    served = cache.served if isinstance(cache, CountingCache) else Usage()
+    usage = report.usage + Usage(served.prompt_tokens - served_before.prompt_tokens,
+                                 served.completion_tokens - served_before.completion_tokens)  # fmt: skip
     synthetic = [Example(10_000 + i, t["data"][spec.data_key], (t["data"]["synthetic_target"],), synthetic=True)
                  for i, t in enumerate(created)]  # fmt: skip
     targets = [t.label for t in plan.targets]
@@ -110,9 +131,10 @@ def run_seed(
         "kept": len(created),
         "rejected": report.filtered.reasons(),
         "failed_requests": len(report.failed_calls),
-        "prompt_tokens": report.usage.prompt_tokens,
-        "completion_tokens": report.usage.completion_tokens,
-        "reference_dollars": dollars(report.usage, DEFAULT_PRICES[REFERENCE_PRICE]),
+        "prompt_tokens": usage.prompt_tokens,  # answers from the disk cache included
+        "completion_tokens": usage.completion_tokens,
+        "cached_requests": served.requests - served_before.requests,
+        "reference_dollars": dollars(usage, DEFAULT_PRICES[REFERENCE_PRICE]),
         "seconds": seconds,
         "examples": [t["data"][spec.data_key] for t in created[:3]],
         "without": scores(spec, human, test, test_gold, targets),
@@ -135,7 +157,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"machine {result['machine']['cpus']} CPUs ({result['machine']['cpu_model']}).",
         "",
         "| seed | targets | generated | kept | rejected | tokens (prompt + completion) | $ at gpt-4o-mini prices "
-        "| s | accuracy without → with | target recall without → with |",
+        "| s (0: all cached) | accuracy without → with | target recall without → with |",
         "|---:|---|---:|---:|---|---:|---:|---:|---|---|",
     ]
     for run in result["runs"]:
@@ -225,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = json.loads(out.with_suffix(".json").read_text())
     else:
         started = time.time()
-        cache = DiskCache(CACHE / f"{args.model}-synthetic.json")
+        cache = CountingCache(CACHE / f"{args.model}-synthetic.json")
         spec = parse_label_config(label_config(args.dataset))
         if args.model == RealTexts.model:
             runs = []
