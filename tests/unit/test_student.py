@@ -277,3 +277,22 @@ def test_the_same_labels_give_the_same_model() -> None:
     first = StudentModel(["Positive", "Negative"]).fit(texts, labels).predict_proba(texts)
     second = StudentModel(["Positive", "Negative"]).fit(texts, labels).predict_proba(texts)
     assert np.array_equal(first, second)
+
+
+def test_on_thousands_of_texts_the_features_are_computed_in_two_processes_with_the_same_result(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from backend.student import model as student_model
+
+    rng = np.random.default_rng(2)
+    words = [f"w{i}" for i in range(300)]
+    texts = [" ".join(rng.choice(words, 12)) for _ in range(2100)]
+    labels = [("a",) if "w1" in t.split() or "w2" in t.split() else ("b",) for t in texts]
+    parallel = StudentModel(["a", "b"]).fit(texts, labels)
+    assert parallel.vectorizer_.n_jobs == 2
+    monkeypatch.setattr(student_model, "PARALLEL_FEATURES_FROM", 10**9)
+    sequential = StudentModel(["a", "b"]).fit(texts, labels)
+    assert sequential.vectorizer_.n_jobs is None
+    # the same features; liblinear's sums may differ in the last bits
+    assert (parallel.vectorizer_.transform(texts[:200]) != sequential.vectorizer_.transform(texts[:200])).nnz == 0
+    assert np.allclose(parallel.predict_proba(texts[:200]), sequential.predict_proba(texts[:200]), atol=1e-6)
