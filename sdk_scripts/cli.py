@@ -39,8 +39,7 @@ class UsageError(RuntimeError):
 
 
 def _ls(settings: Settings) -> LabelStudio:
-    ls = LabelStudio(settings.label_studio_url or "", settings.label_studio_api_key or "")
-    return ls
+    return LabelStudio(settings.label_studio_url or "", settings.label_studio_api_key or "")
 
 
 def _backend_auth(settings: Settings, user: str | None, password: str | None) -> tuple[str, str] | None:
