@@ -17,7 +17,7 @@ import requests
 
 from backend.datasets import trec6
 from backend.llm.prompts import FENCE, FENCE_END
-from tests.fixtures.scripted_llm import Reply, ScriptedLLM, json_reply, serve_scripted_llm
+from tests.fixtures.scripted_llm import Reply, ScriptedLLM, json_reply
 from tests.fixtures.services import (
     BackendProcess,
     LabelStudioServer,
@@ -52,12 +52,6 @@ def fair_model(gold: dict[str, str], classes: list[str]):
         return json_reply(label, p, [(others[0], (1 - p) * 0.7), (others[1], (1 - p) * 0.3)])
 
     return reply
-
-
-@pytest.fixture(scope="module")
-def llm() -> Iterator[ScriptedLLM]:
-    with serve_scripted_llm() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

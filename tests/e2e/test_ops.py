@@ -23,7 +23,7 @@ import pytest
 
 from backend.datasets import trec6
 from backend.llm.prompts import FENCE, FENCE_END
-from tests.fixtures.scripted_llm import Reply, ScriptedLLM, json_reply, serve_scripted_llm
+from tests.fixtures.scripted_llm import Reply, ScriptedLLM, json_reply
 from tests.fixtures.services import BackendProcess, LabelStudioServer, annotate, backend_for, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -128,12 +128,6 @@ def generator_model(gold: dict[str, str], classes: list[str]):
         return json_reply(label, 0.9, [(others[0], 0.06), (others[1], 0.04)])
 
     return reply
-
-
-@pytest.fixture(scope="module")
-def llm() -> Iterator[ScriptedLLM]:
-    with serve_scripted_llm() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")
