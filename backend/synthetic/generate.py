@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import math
 import random
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -160,20 +162,19 @@ def generate(
                          f"{options.max_dollars}; ask for fewer texts or raise the limit")  # fmt: skip
     if push is None:
         return report
-    candidates: list[tuple[Target, str, str]] = []  # (target, text, prompt hash)
-    for i, call in enumerate(plan.calls, 1):
-        progress(f"request {i}/{len(plan.calls)}: {call.count} texts for {call.target}")
-        try:
-            texts, usage, error = client.generate(call.prompt, call.count, options.max_tokens_per_call,
-                                                  salt=call.salt)  # fmt: skip
-        except CircuitOpen as exc:  # the endpoint is down: keep what came back, say what did not
-            report.failed_calls.append(f"{len(plan.calls) - i + 1} requests not sent: {exc}")
-            break
+    candidates: list[tuple[Target, str, str]] = []  # (target, text, prompt hash), in the plan's order
+    answers, down = _ask(plan.calls, client, options.max_tokens_per_call, progress)
+    for call, answer in zip(plan.calls, answers, strict=True):
+        if answer is None:
+            continue
+        texts, usage, error = answer
         report.usage += usage
         if error:
             report.failed_calls.append(f"{call.target}: {error}")
         prompt_hash = content_hash(call.prompt.messages)
         candidates += [(call.target, text, prompt_hash) for text in texts]
+    if down is not None:  # the endpoint is down: keep what came back, say what did not
+        report.failed_calls.append(f"{sum(a is None for a in answers)} requests not sent: {down}")
     report.generated = len(candidates)
     # what an earlier run of the same batch already created is recognised by its key, not re-judged
     fresh: list[tuple[Target, str, str]] = []
@@ -206,6 +207,38 @@ def generate(
         existing_keys.update(t["data"]["lsal_key"] for t in tasks[start : start + push_batch])
     report.dollars = dollars(report.usage, price)
     return report
+
+
+Answer = tuple[list[str], Usage, str | None]
+
+
+def _ask(
+    calls: Sequence[PlannedCall], client: LLMClient, max_tokens: int, progress: Callable[[str], None]
+) -> tuple[list[Answer | None], CircuitOpen | None]:
+    """Every request, up to the client's concurrency at a time (LLM_CONCURRENCY), answers in the plan's
+    order; after the circuit opens nothing more is sent (None) and the error comes back."""
+    answers: list[Answer | None] = [None] * len(calls)
+    down: list[CircuitOpen] = []
+    finished = 0
+    lock = threading.Lock()
+
+    def ask(i: int) -> None:
+        nonlocal finished
+        if down:
+            return
+        try:
+            answers[i] = client.generate(calls[i].prompt, calls[i].count, max_tokens, salt=calls[i].salt)
+        except CircuitOpen as exc:
+            down.append(exc)
+            return
+        with lock:
+            finished += 1
+            progress(f"request {finished}/{len(calls)}: {calls[i].count} texts for {calls[i].target}")
+
+    workers = max(1, int(getattr(getattr(client, "config", None), "concurrency", 1)))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(ask, range(len(calls))))
+    return answers, down[0] if down else None
 
 
 def _consistent(

@@ -288,3 +288,36 @@ def test_a_dead_endpoint_stops_the_batch_cleanly_with_what_came_back() -> None:
     assert report.created == 3 == len(project) and report.generated == 3
     assert report.failed_calls == ["2 requests not sent: the LLM endpoint failed 5 times in a row"]
     assert any("failed request: 2 requests not sent" in line for line in report.lines())
+
+
+def test_requests_run_up_to_the_clients_concurrency_and_keep_the_plans_order() -> None:
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    class SlowLLM(FakeLLM):
+        config = SimpleNamespace(concurrency=3)
+
+        def __init__(self, texts: list[str]) -> None:
+            super().__init__(texts, lambda t: "science")
+            self.running = self.most = 0
+            self.lock = threading.Lock()
+
+        def generate(self, prompt: Prompt, count: int, max_tokens: int = 1024, temperature: float = 0.9,
+                     salt: int = 0) -> tuple[list[str], Usage, str | None]:  # fmt: skip
+            with self.lock:
+                self.running += 1
+                self.most = max(self.most, self.running)
+            time.sleep(0.05 * (4 - salt))  # the first requests answer last
+            with self.lock:
+                self.running -= 1
+            return super().generate(prompt, count, max_tokens, temperature, salt)
+
+    human = _examples({"sports": 20, "politics": 20, "science": 3})
+    options = GenerateOptions(targets=1, per_target=4, per_call=1, check=False)
+    plan = plan_generation(SPEC, 7, human, "gen-model", FREE, options)
+    llm = SlowLLM(SCIENCE[:4])
+    seen: list[str] = []
+    report = generate(plan, SPEC, llm, FREE, [], set(), lambda b: len(b), options, progress=seen.append)  # type: ignore[arg-type]
+    assert llm.most == 3 and [m[:12] for m in seen[:4]] == [f"request {i}/4:" for i in range(1, 5)]
+    assert [t["data"]["text"] for t in report.tasks] == SCIENCE[:4]
