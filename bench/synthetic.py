@@ -34,7 +34,7 @@ from backend.labeling import Example, TaskSpec, parse_label_config
 from backend.llm.cache import DiskCache
 from backend.llm.client import Completion, LLMAnswer, LLMClient, LLMConfig
 from backend.llm.cost import DEFAULT_PRICES, FREE, Usage, dollars
-from backend.llm.prompts import FENCE, FENCE_END, Prompt
+from backend.llm.prompts import Prompt, unfenced
 from backend.student import StudentModel
 from backend.synthetic.generate import GenerateOptions, generate, plan_generation
 from bench.llm_annotator import CACHE, REFERENCE_PRICE, RESULTS, split
@@ -91,7 +91,7 @@ class RealTexts:
     def annotate_many(self, spec: TaskSpec, prompts: Sequence[Prompt]) -> list[LLMAnswer]:
         out = []
         for prompt in prompts:
-            text = prompt.messages[-1]["content"].split(FENCE, 1)[1].rsplit(FENCE_END, 1)[0].strip()
+            text = unfenced(prompt.messages[-1]["content"])
             label = self.gold[text]
             out.append(LLMAnswer((label,), 1.0, {label: 1.0}, "logprobs", Usage(), []))
         return out

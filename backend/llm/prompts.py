@@ -30,6 +30,11 @@ def _fenced(text: str, limit: int) -> str:
     return f"{FENCE}\n{clipped.replace(FENCE, '<<<').replace(FENCE_END, '>>>')}\n{FENCE_END}"
 
 
+def unfenced(content: str) -> str:
+    """The text a message carries between the fences (what `_fenced` wrapped, less any clipping mark)."""
+    return content.split(FENCE, 1)[1].rsplit(FENCE_END, 1)[0].strip()
+
+
 def answer_schema(spec: TaskSpec) -> dict[str, Any]:
     """JSON schema of the answer: the label(s) as an enum of the config's labels."""
     if spec.multi_label:

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from backend.datasets import trec6
-from backend.llm.prompts import FENCE, FENCE_END
+from backend.llm.prompts import unfenced
 from tests.fixtures.scripted_llm import Reply, ScriptedLLM, json_reply
 from tests.fixtures.services import (
     BackendProcess,
@@ -43,7 +43,7 @@ def fair_model(gold: dict[str, str], classes: list[str]):
 
     def reply(body: dict[str, Any]) -> Reply:
         content = body["messages"][-1]["content"]
-        text = content.split(FENCE, 1)[1].rsplit(FENCE_END, 1)[0].strip()
+        text = unfenced(content)
         truth = gold.get(text, classes[0])
         right = _fraction(text, "right") < 0.75
         label = truth if right else classes[(classes.index(truth) + 1) % len(classes)]

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from backend.datasets import trec6
-from backend.llm.prompts import FENCE, FENCE_END
+from backend.llm.prompts import unfenced
 from tests.fixtures.scripted_llm import Reply, ScriptedLLM, json_reply
 from tests.fixtures.services import BackendProcess, LabelStudioServer, annotate, backend_for, wait_for
 
@@ -121,7 +121,7 @@ def generator_model(gold: dict[str, str], classes: list[str]):
             texts += [texts[0].upper(), f"Why would a careful reader file this one elsewhere? (reads as {other})"]
             return Reply(json.dumps({"texts": texts}), None, prompt_tokens=400, completion_tokens=200)
         content = body["messages"][-1]["content"]
-        text = content.split(FENCE, 1)[1].rsplit(FENCE_END, 1)[0].strip()
+        text = unfenced(content)
         named = re.search(r"(?:about|reads as) (\w+)", text)
         label = named.group(1) if named and named.group(1) in classes else gold.get(text, classes[0])
         others = [c for c in classes if c != label]

@@ -15,6 +15,7 @@ from backend.llm.prompts import (
     prompt_key,
     response_format,
     select_examples,
+    unfenced,
 )
 from tests.helpers import MULTI, SINGLE
 
@@ -28,6 +29,7 @@ def test_prompt_names_labels_descriptions_and_fences_the_text() -> None:
     assert user.startswith(FENCE) and user.endswith(FENCE_END)
     assert user.count(FENCE_END) == 1  # the fence inside the text was defused
     assert '"labels"' in system
+    assert unfenced(build_prompt(spec, "  What is a fence?  ").messages[-1]["content"]) == "What is a fence?"
 
 
 def test_few_shot_examples_become_turns_with_valid_answers() -> None:

@@ -84,12 +84,12 @@ class GoldLLM:
     def annotate_many(self, spec, prompts):  # type: ignore[no-untyped-def]
         from backend.llm.client import LLMAnswer
         from backend.llm.cost import Usage
-        from backend.llm.prompts import FENCE, FENCE_END
+        from backend.llm.prompts import unfenced
 
         self.asked += len(prompts)
         out = []
         for prompt in prompts:
-            text = prompt.messages[-1]["content"].split(FENCE, 1)[1].rsplit(FENCE_END, 1)[0].strip()
+            text = unfenced(prompt.messages[-1]["content"])
             out.append(LLMAnswer((self.gold[text],), 0.9, None, "logprobs", Usage(prompt_tokens=10, requests=1), []))
         return out
 
