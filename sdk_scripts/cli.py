@@ -130,7 +130,7 @@ def generate(args: argparse.Namespace, settings: Settings) -> int:
     from backend.llm.client import LLMClient, LLMConfig
     from backend.llm.cost import parse_prices, price_for
     from backend.synthetic.generate import GenerateOptions, generate, plan_generation
-    from sdk_scripts.importing import existing_keys
+    from sdk_scripts.importing import keys_of
 
     model = args.model or settings.llm_model
     local = args.llm_url is None and settings.llm_is_local  # the embedded model: $0 a token
@@ -170,7 +170,7 @@ def generate(args: argparse.Namespace, settings: Settings) -> int:
         bar.set_postfix_str(message[:60])
 
     try:
-        report = generate(plan, spec, client, price, texts, existing_keys(ls, args.project, spec.data_key),
+        report = generate(plan, spec, client, price, texts, keys_of(tasks, spec.data_key),
                           lambda batch: ls.import_tasks(args.project, batch), options, progress=progress)  # fmt: skip
     except ValueError as exc:
         raise UsageError(str(exc)) from exc

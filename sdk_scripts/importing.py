@@ -88,8 +88,9 @@ def check_mapping(spec: TaskSpec, header: list[str] | None, text_field: str | No
     return field_name
 
 
-def existing_keys(ls: LabelStudio, project_id: int, data_key: str) -> set[str]:
-    return {key for task in ls.iter_tasks(project_id) if (key := task_key(task["data"], data_key))}
+def keys_of(tasks: Iterable[Mapping[str, Any]], data_key: str) -> set[str]:
+    """The keys of tasks already in a project (what a re-run must not create again)."""
+    return {key for task in tasks if (key := task_key(task["data"], data_key))}
 
 
 def import_file(
@@ -109,7 +110,7 @@ def import_file(
     header, records = open_records(path, detect_format(path, fmt), encoding)  # the file's own faults first
     spec = parse_label_config(ls.label_config(project_id))
     mapping = FieldMapping(check_mapping(spec, header, text_field, path), spec.data_key, id_field)
-    known = existing_keys(ls, project_id, spec.data_key)
+    known = keys_of(ls.iter_tasks(project_id), spec.data_key)
     summary = ImportSummary()
     batch: dict[str, Mapping[str, Any]] = {}
 
