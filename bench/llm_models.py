@@ -25,6 +25,7 @@ import socket
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -36,8 +37,10 @@ from typing import Any
 from backend.datasets import load
 from backend.labeling import parse_label_config
 from backend.labeling.templates import render
+from backend.llm.cache import DiskCache
 from backend.llm.calibration import expected_calibration_error, reliability
-from backend.llm.client import LLMAnswer, LLMClient, LLMConfig
+from backend.llm.client import Completion, LLMAnswer, LLMClient, LLMConfig
+from backend.llm.cost import Usage
 from backend.llm.local import LOCAL_MODELS, start_local_server, stop_local_server
 from backend.llm.prompts import build_prompt
 from bench.spine import log, machine
@@ -63,6 +66,34 @@ LABELS: dict[str, dict[str, tuple[str, str]]] = {
         "spam": ("spam", "unsolicited advertising, a prize, an offer or a scam, often with a number to call or text"),
     },
 }  # fmt: skip
+
+
+class CountingCache(DiskCache):
+    """The disk cache, counting the tokens of the answers it serves: a re-run spends none, but the tables
+    report what the work takes. `served` counts for the whole cache, `served_in_thread()` for the calling
+    thread alone (the client answers each prompt in one thread), for per-item accounts."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.served = Usage()
+        self._lock = threading.Lock()
+        self._local = threading.local()
+
+    def get(self, key: str) -> str | None:
+        hit = super().get(key)
+        if hit is not None:
+            completion = Completion.loads(hit)
+            usage = Usage(completion.prompt_tokens, completion.completion_tokens, 1, 1)
+            with self._lock:
+                self.served += usage
+            self._local.served = self.served_in_thread() + usage
+        return hit
+
+    def served_in_thread(self) -> Usage:
+        return getattr(self._local, "served", Usage())
+
+    def reset_thread(self) -> None:
+        self._local.served = Usage()
 
 
 def label_config(dataset: str) -> str:

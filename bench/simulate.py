@@ -29,7 +29,7 @@ import statistics
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +42,11 @@ from backend.student import StudentModel
 from bench.spine import log, machine, write_outputs
 
 LLM_SUFFIX = "+llm_seed"
+PRE_SUFFIX = "+llm_pre"
 LLM_LABEL_WEIGHT = 0.3  # the product's default (LLM_LABEL_WEIGHT): a human label weighs 1
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
+REFERENCE_PRICE = "gpt-4o-mini"  # what the same tokens would cost hosted
 DEFAULT_STRATEGIES = ["random", "least_confidence", "margin", "entropy", "cluster_diverse", "badge"]
 
 
@@ -98,6 +100,97 @@ def committee_probas(
     return out
 
 
+class PreAnnotator:
+    """LLM pre-labels for pool items as the product's pre-annotation job makes them: few-shot prompts with
+    up to `few_shot` of the human labels so far (the most similar of each label), answers in the corpus's
+    label names. Each answer comes with the tokens it took, also when the disk cache served it, so a run
+    reports what it would spend on a live endpoint."""
+
+    def __init__(self, client: Any, label_config: str, to_gold: Mapping[str, str], few_shot: int = 4) -> None:
+        from backend.labeling import parse_label_config
+
+        self.client = client
+        self.spec = parse_label_config(label_config)
+        self.to_gold = dict(to_gold) or {label: label for label in self.spec.labels}
+        self.from_gold = {gold: name for name, gold in self.to_gold.items()}
+        self.few_shot = few_shot
+
+    def __call__(self, texts: Sequence[str], human: Sequence[tuple[str, str]]) -> list[tuple[Any, Any]]:
+        """(StoredAnswer or None, Usage) per text; `human` is the (text, gold label) pairs labelled so far."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from backend.labeling import Example
+        from backend.llm.annotator import StoredAnswer, few_shot_prompts
+        from bench.llm_models import CountingCache
+
+        examples = [Example(i, text, (self.from_gold[label],)) for i, (text, label) in enumerate(human)]
+        prompts = few_shot_prompts(self.spec, texts, examples, self.few_shot)
+        cache = getattr(self.client, "cache", None)
+
+        def ask(prompt: Any) -> tuple[Any, Any]:
+            counting = isinstance(cache, CountingCache)
+            if counting:
+                cache.reset_thread()
+            answer = self.client.annotate(self.spec, prompt)
+            usage = answer.usage + cache.served_in_thread() if counting else answer.usage
+            if not answer.labels or answer.confidence is None:
+                return None, usage
+            labels = tuple(self.to_gold[label] for label in answer.labels)
+            return StoredAnswer(labels, float(answer.confidence), answer.method, self.client.config.model), usage
+
+        with ThreadPoolExecutor(max_workers=max(1, self.client.config.concurrency)) as pool:
+            return list(pool.map(ask, prompts))
+
+
+@dataclass
+class Review:
+    """Where pre-labels go in one run: a human reviews each queried task unless its calibrated LLM score
+    reaches the auto-accept threshold, which the product derives from the checks so far (human labels on
+    pre-labelled tasks) with the same code (backend.llm.checks). An auto-accepted pre-label joins training
+    as a label and costs no human label; a reviewed one costs one, as labelling from scratch would."""
+
+    preannotate: PreAnnotator
+    classes: Sequence[str]
+    target_precision: float = 0.95
+    answers: dict[int, Any] = field(default_factory=dict)  # pool index -> StoredAnswer
+    accepted: dict[int, str] = field(default_factory=dict)  # pool index -> the LLM's label, taken as is
+    usage: Any = None
+    thresholds: list[float | None] = field(default_factory=list)  # one per routing round
+
+    def route(self, pool: Sequence[str], gold: Sequence[str], picked: Sequence[int], human: Sequence[int]) -> list[int]:
+        """Pre-label `picked`, accept those the gate lets through; return the ones a human labels."""
+        from backend.labeling import Example
+        from backend.llm.annotator import pre_label
+        from backend.llm.checks import llm_checks, published_calibration
+        from backend.llm.cost import Usage
+        from backend.llm.routing import AUTO_ACCEPT
+
+        checks = llm_checks(self.answers, [Example(i, pool[i], (gold[i],)) for i in human], self.classes,
+                            self.target_precision)  # fmt: skip
+        calibrator, threshold = published_calibration({"llm_checks": checks})
+        self.thresholds.append(threshold)
+        asked = self.preannotate([pool[i] for i in picked], [(pool[i], gold[i]) for i in human])
+        to_human = []
+        for i, (answer, usage) in zip(picked, asked, strict=True):
+            self.usage = (self.usage or Usage()) + usage
+            if answer is not None:
+                self.answers[i] = answer
+                if pre_label(answer, calibrator, threshold).route == AUTO_ACCEPT:
+                    self.accepted[i] = answer.labels[0]
+                    continue
+            to_human.append(i)
+        return to_human
+
+    def summary(self, gold: Sequence[str]) -> dict[str, Any]:
+        from backend.llm.cost import Usage
+
+        usage = self.usage or Usage()
+        return {"pre_labelled": len(self.answers), "auto_accepted": len(self.accepted),
+                "auto_accepted_right": sum(gold[i] == label for i, label in self.accepted.items()),
+                "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+                "final_threshold": self.thresholds[-1] if self.thresholds else None}  # fmt: skip
+
+
 def simulate(
     data: Split,
     strategy: QueryStrategy,
@@ -106,42 +199,61 @@ def simulate(
     embeddings: np.ndarray | None = None,
     weak: Mapping[int, str] | None = None,
     weak_weight: float = LLM_LABEL_WEIGHT,
+    review: Review | None = None,
 ) -> dict[str, Any]:
-    """One learning curve: the student's test accuracy at each label count in `steps`, labels chosen by
-    `strategy` after the first `steps[0]` random ones. `weak` (pool index -> an LLM's label) joins the
-    training at `weak_weight` wherever no human label exists for the item."""
+    """One learning curve: the student's test accuracy at each count of human labels in `steps`, labels
+    chosen by `strategy` after the first `steps[0]` random ones. `weak` (pool index -> an LLM's label) joins
+    the training at `weak_weight` wherever no human label exists for the item. With `review`, every chosen
+    task is pre-labelled by the LLM first and auto-accepted ones join at full weight without a human."""
     rng = np.random.default_rng(seed)
     n = len(data.pool)
     labelled = list(rng.choice(n, steps[0], replace=False))
     while len({data.pool_labels[i] for i in labelled}) < 2:  # a classifier needs two classes to start
         labelled.append(int(rng.integers(n)))
+    if review is not None:  # pre-labelled too, with no checks yet to open the gate: the first checks
+        labelled = review.route(data.pool, data.pool_labels, labelled, [])
+    accepted: Mapping[int, str] = review.accepted if review is not None else {}
     curve, round_seconds = [], []
     for next_step in [*steps[1:], None]:
         texts = [data.pool[i] for i in labelled]
-        extra = [i for i in (weak or {}) if i not in set(labelled)]
-        weights = [1.0] * len(labelled) + [weak_weight] * len(extra) if extra else None
+        taken = set(labelled) | set(accepted)
+        extra = [i for i in (weak or {}) if i not in taken]
         model = StudentModel(data.classes).fit(
-            texts + [data.pool[i] for i in extra],
-            [(data.pool_labels[i],) for i in labelled] + [((weak or {})[i],) for i in extra],
-            sample_weight=weights,
-        )
+            texts + [data.pool[i] for i in accepted] + [data.pool[i] for i in extra],
+            [(data.pool_labels[i],) for i in labelled] + [(label,) for label in accepted.values()]
+            + [((weak or {})[i],) for i in extra],
+            sample_weight=[1.0] * (len(labelled) + len(accepted)) + [weak_weight] * len(extra) if extra else None,
+        )  # fmt: skip
         curve.append(accuracy(model, data.test, data.test_labels))
         if next_step is None:
             break
         started = time.perf_counter()
-        rest = np.setdiff1d(np.arange(n), labelled)
+        rest = np.setdiff1d(np.arange(n), list(taken))
         pool = Pool(proba=model.predict_proba([data.pool[i] for i in rest]))
         if strategy.needs & {"embeddings", "labelled_embeddings"}:
             if embeddings is None:
                 raise ValueError(f"{strategy.name} needs embeddings")
-            pool.embeddings, pool.labelled_embeddings = embeddings[rest], embeddings[labelled]
+            pool.embeddings, pool.labelled_embeddings = embeddings[rest], embeddings[sorted(taken)]
         if "committee" in strategy.needs:
             pool.committee = committee_probas(data.classes, texts, [data.pool_labels[i] for i in labelled],
                                               [data.pool[i] for i in rest], 5, seed)  # fmt: skip
-        picked = strategy.rank(pool, next_step - len(labelled), rng)
+        picked = [int(rest[i]) for i in strategy.rank(pool, next_step - len(labelled), rng)]
         round_seconds.append(time.perf_counter() - started)
-        labelled += [int(rest[i]) for i in picked]
-    return {"steps": list(steps[: len(curve)]), "accuracy": curve, "round_seconds": round_seconds}
+        if review is None:
+            labelled += picked
+            continue
+        # auto-accepted tasks cost no human label: the strategy's next choices (same model) fill their place
+        while picked and len(labelled) < next_step:
+            labelled += review.route(data.pool, data.pool_labels, picked, labelled)
+            chosen = set(picked)
+            keep = [j for j, i in enumerate(rest) if i not in chosen]
+            rest = rest[keep]
+            pool = pool.subset(keep)
+            if pool.labelled_embeddings is not None and embeddings is not None:
+                pool.labelled_embeddings = embeddings[sorted(set(labelled) | set(accepted))]
+            picked = [int(rest[i]) for i in strategy.rank(pool, next_step - len(labelled), rng)] if len(rest) else []
+    out = {"steps": list(steps[: len(curve)]), "accuracy": curve, "round_seconds": round_seconds}
+    return out | ({"review": review.summary(data.pool_labels)} if review is not None else {})
 
 
 def llm_seed_labels(
@@ -185,11 +297,14 @@ def area_under_curve(steps: Sequence[int], curve: Sequence[float]) -> float:
 
 
 def run(args: argparse.Namespace, client: Any = None) -> dict[str, Any]:
-    """Every dataset x seed x strategy; with a `client` (and --llm-seed), each strategy also with the LLM seed."""
+    """Every dataset x seed x strategy; with a `client`, each strategy also with the LLM seed (--llm-seed) and
+    with LLM pre-annotation (--llm-preannotate)."""
     steps = budgets(args.initial, args.batch, args.batch_large, args.budget)
     results: dict[str, Any] = {}
     for name in args.datasets:
-        names = list(args.strategies) + ([f"{s}{LLM_SUFFIX}" for s in args.strategies] if client else [])
+        names = list(args.strategies)
+        names += [f"{s}{LLM_SUFFIX}" for s in args.strategies] if client and args.llm_seed else []
+        names += [f"{s}{PRE_SUFFIX}" for s in args.strategies] if client and args.llm_preannotate else []
         per_strategy: dict[str, list[dict[str, Any]]] = {s: [] for s in names}
         full = []
         seeded: list[dict[str, Any]] = []
@@ -202,9 +317,10 @@ def run(args: argparse.Namespace, client: Any = None) -> dict[str, Any]:
                 f"{full[-1]:.3f} ({time.perf_counter() - started:.1f} s)")  # fmt: skip
             embeddings = svd_embeddings(data.pool, seed=seed)
             weak: dict[int, str] | None = None
-            if client is not None:
+            config, to_gold = seed_label_config(name, data.classes)
+            preannotate = PreAnnotator(client, config, to_gold, args.llm_few_shot) if client else None
+            if client is not None and args.llm_seed:
                 started = time.perf_counter()
-                config, to_gold = seed_label_config(name, data.classes)
                 weak, usage = llm_seed_labels(client, config, data.pool, args.llm_seed, to_gold)
                 right = sum(label == data.pool_labels[i] for i, label in weak.items())
                 seeded.append({"labelled": len(weak), "right": right, "prompt_tokens": usage.prompt_tokens,
@@ -212,13 +328,15 @@ def run(args: argparse.Namespace, client: Any = None) -> dict[str, Any]:
                                "seconds": time.perf_counter() - started})  # fmt: skip
                 log(f"  LLM seed: {len(weak)} labels, {right} right ({time.perf_counter() - started:.0f} s)")
             for strategy_name in names:
-                base = strategy_name.removesuffix(LLM_SUFFIX)
+                base = strategy_name.removesuffix(LLM_SUFFIX).removesuffix(PRE_SUFFIX)
+                review = Review(preannotate, data.classes) if strategy_name.endswith(PRE_SUFFIX) and preannotate \
+                    else None  # fmt: skip
                 started = time.perf_counter()
                 outcome = simulate(data, make_strategy(base), seed, steps, embeddings,
-                                   weak if strategy_name.endswith(LLM_SUFFIX) else None)  # fmt: skip
+                                   weak if strategy_name.endswith(LLM_SUFFIX) else None, review=review)  # fmt: skip
                 per_strategy[strategy_name].append(outcome)
-                log(f"  {strategy_name}: {outcome['accuracy'][-1]:.3f} at {steps[-1]} labels "
-                    f"({time.perf_counter() - started:.0f} s)")  # fmt: skip
+                log(f"  {strategy_name}: {outcome['accuracy'][-1]:.3f} at {steps[-1]} human labels "
+                    f"({time.perf_counter() - started:.0f} s){_reviewed(outcome.get('review'))}")  # fmt: skip
         target = 0.95 * statistics.mean(full)
         summary = {}
         for strategy_name, runs in per_strategy.items():
@@ -230,11 +348,21 @@ def run(args: argparse.Namespace, client: Any = None) -> dict[str, Any]:
                 "auc": [area_under_curve(steps, r["accuracy"]) for r in runs],
                 "labels_to_95": reached,
                 "round_seconds": statistics.median(s for r in runs for s in r["round_seconds"]),
-            }
+            } | ({"review": [r["review"] for r in runs]} if runs and "review" in runs[0] else {})
         results[name] = {"steps": steps, "full_supervision": full, "target": target, "strategies": summary}
         if seeded:
             results[name]["llm_seed"] = seeded
     return results
+
+
+def _reviewed(review: Mapping[str, Any] | None) -> str:
+    if not review:
+        return ""
+    tokens = review["prompt_tokens"] + review["completion_tokens"]
+    return (
+        f"; {review['pre_labelled']} pre-labelled, {review['auto_accepted']} auto-accepted "
+        f"({review['auto_accepted_right']} right), {tokens:,} tokens"
+    )
 
 
 def _reached(values: Sequence[int | None]) -> str:
@@ -287,10 +415,45 @@ def markdown(result: dict[str, Any]) -> str:
             lines.append(f"  - LLM seed ({a.get('llm_model')}): {seeded['labelled']} labels, {seeded['right']} "
                          f"right, {seeded['prompt_tokens']} + {seeded['completion_tokens']} tokens, "
                          f"{seeded['seconds']:.0f} s")  # fmt: skip
+    lines += _review_lines(result)
     best = {name: max(d["strategies"], key=lambda s: statistics.mean(d["strategies"][s]["auc"]))
             for name, d in result["datasets"].items()}  # fmt: skip
     lines += ["", "Best AUC per dataset: " + ", ".join(f"{k}: **{v}**" for k, v in best.items()) + ".", ""]
     return "\n".join(lines)
+
+
+def _review_lines(result: dict[str, Any]) -> list[str]:
+    """The pre-annotation runs: what the LLM pre-labelled, what the gate let through, what it cost."""
+    from backend.llm.cost import DEFAULT_PRICES, Usage, dollars
+
+    rows = [(name, strategy, s["review"]) for name, d in result["datasets"].items()
+            for strategy, s in d["strategies"].items() if s.get("review")]  # fmt: skip
+    if not rows:
+        return []
+    a = result["args"]
+    lines = [
+        "",
+        f"LLM pre-annotation ({a['llm_model']}, {a['llm_few_shot']} human examples per prompt), per run, mean over "
+        "seeds. A queried task is auto-accepted when its calibrated score reaches the threshold the product "
+        "derives from the checks so far (precision ≥ 95% by a lower bound, ≥ 20 checks); otherwise a human "
+        "labels it, which the x-axis counts. Tokens include answers served from the disk cache; dollars at "
+        f"{REFERENCE_PRICE}'s list price for the same tokens (the local model costs $0).",
+        "",
+        "| dataset | run | pre-labelled | auto-accepted | of them right | gate opened (seeds) | tokens | "
+        f"$ at {REFERENCE_PRICE} |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, strategy, runs in rows:
+        tokens = [r["prompt_tokens"] + r["completion_tokens"] for r in runs]
+        cost = [dollars(Usage(r["prompt_tokens"], r["completion_tokens"]), DEFAULT_PRICES[REFERENCE_PRICE])
+                for r in runs]  # fmt: skip
+        accepted = sum(r["auto_accepted"] for r in runs)
+        right = f"{sum(r['auto_accepted_right'] for r in runs) / accepted:.1%}" if accepted else "n/a"
+        opened = sum(r["final_threshold"] is not None for r in runs)
+        lines.append(f"| {name} | {strategy} | {statistics.mean(r['pre_labelled'] for r in runs):.0f} "
+                     f"| {statistics.mean(r['auto_accepted'] for r in runs):.1f} | {right} | {opened} of {len(runs)} "
+                     f"| {statistics.mean(tokens):,.0f} | {statistics.mean(cost):.3f} |")  # fmt: skip
+    return lines
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
@@ -321,11 +484,10 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 def run_with_llm(args: argparse.Namespace) -> dict[str, Any]:
     """`run` with the embedded LLM server up and its answers cached on disk."""
-    from backend.llm.cache import DiskCache
     from backend.llm.client import LLMClient, LLMConfig
-    from bench.llm_models import embedded_llm
+    from bench.llm_models import CountingCache, embedded_llm
 
-    cache = DiskCache(RESULTS / "cache" / f"{args.llm_model}.json")
+    cache = CountingCache(RESULTS / "cache" / f"{args.llm_model}.json")
     try:
         with embedded_llm(args.llm_model) as url:
             config = LLMConfig(base_url=url, model=args.llm_model, formats=("json_object",), timeout=120,
@@ -347,7 +509,13 @@ def parser() -> argparse.ArgumentParser:
     options.add_argument("--test", type=int, default=1000)
     options.add_argument("--max-pool", type=int, default=3000)
     options.add_argument("--llm-seed", type=int, default=0, help="LLM-labelled cold-start seed size (0: none)")
-    options.add_argument("--llm-model", default="smollm2-135m", help="the embedded model for --llm-seed")
+    options.add_argument(
+        "--llm-preannotate",
+        action="store_true",
+        help="also run each strategy with LLM pre-labels, auto-accepted above the calibrated gate",
+    )
+    options.add_argument("--llm-few-shot", type=int, default=4, help="human examples per pre-annotation prompt")
+    options.add_argument("--llm-model", default="smollm2-135m", help="the embedded model for the LLM options")
     options.add_argument("--out", default="simulate")
     options.add_argument("--render-only", action="store_true")
     return options
@@ -360,7 +528,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = json.loads(out.with_suffix(".json").read_text())
     else:
         started = time.time()
-        datasets = run_with_llm(args) if args.llm_seed else run(args)
+        datasets = run_with_llm(args) if args.llm_seed or args.llm_preannotate else run(args)
         result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "minutes": (time.time() - started) / 60,
                   "machine": machine(), "args": vars(args), "datasets": datasets}  # fmt: skip
         out.with_suffix(".json").write_text(json.dumps(result, indent=2))

@@ -31,14 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from backend.labeling import Example, TaskSpec, parse_label_config
-from backend.llm.cache import DiskCache
-from backend.llm.client import Completion, LLMAnswer, LLMClient, LLMConfig
+from backend.llm.client import LLMAnswer, LLMClient, LLMConfig
 from backend.llm.cost import DEFAULT_PRICES, FREE, Usage, dollars
 from backend.llm.prompts import Prompt, unfenced
 from backend.student import StudentModel
 from backend.synthetic.generate import GenerateOptions, generate, plan_generation
 from bench.llm_annotator import CACHE, REFERENCE_PRICE, RESULTS, split
-from bench.llm_models import DEFAULT_VENV, embedded_llm, label_config
+from bench.llm_models import DEFAULT_VENV, CountingCache, embedded_llm, label_config
 from bench.spine import log, machine, write_outputs
 
 
@@ -52,22 +51,6 @@ def scores(spec: TaskSpec, train: Sequence[Example], test: Sequence[str], gold: 
         recall[label] = sum(p == label for p in having) / len(having) if having else None
     accuracy = sum(p == g for p, g in zip(predicted, gold, strict=True)) / len(gold)
     return {"accuracy": accuracy, "recall": recall}
-
-
-class CountingCache(DiskCache):
-    """The disk cache, counting the tokens of the answers it serves: a re-run spends none, but the table
-    reports what the work takes."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
-        self.served = Usage()
-
-    def get(self, key: str) -> str | None:
-        hit = super().get(key)
-        if hit is not None:
-            completion = Completion.loads(hit)
-            self.served += Usage(completion.prompt_tokens, completion.completion_tokens, 1, 1)
-        return hit
 
 
 class RealTexts:

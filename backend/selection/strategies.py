@@ -16,7 +16,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 from scipy import sparse
@@ -59,6 +59,17 @@ class Pool:
         if len(set(lengths.values())) > 1:
             raise ValueError(f"the Pool's arrays disagree on the number of tasks: {lengths}")
         return next(iter(lengths.values()))
+
+    def subset(self, rows: Sequence[int] | np.ndarray) -> Pool:
+        """The same pool with only `rows` of its tasks (the labelled embeddings unchanged)."""
+        rows = np.asarray(rows, dtype=int)
+
+        def take(value: Any) -> Any:
+            return None if value is None else value[rows]
+
+        return Pool(take(self.proba), take(self.embeddings), self.labelled_embeddings,
+                    [member[rows] for member in self.committee], take(self.llm_proba),
+                    take(self.llm_informativeness))  # fmt: skip
 
     def require(self, needed: frozenset[str], strategy: str) -> None:
         missing = [name for name in sorted(needed) if _is_missing(getattr(self, name))]

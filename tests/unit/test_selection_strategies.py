@@ -291,3 +291,16 @@ def test_column_pass_reductions_match_numpys_row_reductions(k: int) -> None:
     two = np.sort(proba, axis=1)[:, -2:]
     assert np.array_equal(first, two[:, 1]) and np.array_equal(second, two[:, 0])
     assert entropy(proba) == pytest.approx(-(proba * np.log(proba)).sum(axis=1) / np.log(k))
+
+
+def test_a_pool_subset_keeps_the_rows_asked_for_in_every_array() -> None:
+    rng = np.random.default_rng(0)
+    proba = rng.dirichlet(np.ones(3), size=6)
+    pool = Pool(proba=proba, embeddings=np.eye(6), labelled_embeddings=np.ones((2, 6)),
+                committee=[proba[::-1].copy(), proba * 0.5])  # fmt: skip
+    part = pool.subset([4, 1])
+    assert part.size == 2
+    np.testing.assert_array_equal(part.proba, proba[[4, 1]])
+    np.testing.assert_array_equal(part.embeddings, np.eye(6)[[4, 1]])
+    np.testing.assert_array_equal(part.committee[0], proba[::-1][[4, 1]])
+    assert part.labelled_embeddings is pool.labelled_embeddings and part.llm_proba is None

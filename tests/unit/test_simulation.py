@@ -117,3 +117,66 @@ def test_the_table_names_the_command_that_made_it() -> None:
     assert command_line(vars(parser().parse_args([]))) == "python -m bench.simulate"
     args = ["--datasets", "movie_reviews", "20newsgroups", "--llm-seed", "30", "--out", "more"]
     assert command_line(vars(parser().parse_args(args))) == "python -m bench.simulate " + " ".join(args)
+
+
+class ScriptedPreLabeller:
+    """`annotate` as the pre-annotation bench calls it: sure and right on most items, unsure and wrong on
+    every fifth, so human checks can calibrate it and open the auto-accept gate."""
+
+    def __init__(self, gold: dict[str, str], classes: list[str], wrong_and_sure: bool = False) -> None:
+        from backend.llm.client import LLMConfig
+
+        self.gold, self.classes, self.wrong_and_sure = gold, classes, wrong_and_sure
+        self.config = LLMConfig(base_url="http://unused", model="scripted", concurrency=2)
+        self.asked: list[str] = []
+
+    def annotate(self, spec, prompt):  # type: ignore[no-untyped-def]
+        from backend.llm.client import LLMAnswer
+        from backend.llm.cost import Usage
+        from backend.llm.prompts import unfenced
+
+        text = unfenced(prompt.messages[-1]["content"])
+        self.asked.append(text)
+        gold = self.gold[text]
+        wrong = self.classes[(self.classes.index(gold) + 1) % len(self.classes)]
+        if self.wrong_and_sure:
+            label, confidence = wrong, 0.99
+        else:
+            label, confidence = (wrong, 0.4) if len(self.asked) % 5 == 0 else (gold, 0.97)
+        return LLMAnswer((label,), confidence, None, "logprobs", Usage(prompt_tokens=100, completion_tokens=5,
+                                                                              requests=1), [])  # fmt: skip
+
+
+def test_pre_annotation_saves_human_labels_once_checks_open_the_gate() -> None:
+    from bench.simulate import PreAnnotator, Review, seed_label_config
+
+    steps = budgets(initial=20, batch=20, batch_large=20, budget=140)
+    data = tiny_split(0)
+    llm = ScriptedPreLabeller(dict(zip(data.pool, data.pool_labels, strict=True)), data.classes)
+    config, to_gold = seed_label_config("tiny", data.classes)
+    review = Review(PreAnnotator(llm, config, to_gold), data.classes)
+    with_llm = simulate(data, make_strategy("random"), 0, steps, review=review)
+    alone = simulate(data, make_strategy("random"), 0, steps)
+    assert with_llm["steps"] == alone["steps"] == steps  # the x-axis stays human labels
+    report = with_llm["review"]
+    # before ~50 sure checks the gate is shut; after it, the sure (always right) pre-labels pass
+    assert review.thresholds[0] is None and review.thresholds[-1] is not None
+    assert report["auto_accepted"] > 0 and report["auto_accepted_right"] == report["auto_accepted"]
+    # every queried task was pre-labelled once, humans labelled the budget, the gate took the rest
+    assert report["pre_labelled"] == len(llm.asked) == steps[-1] + report["auto_accepted"]
+    assert report["prompt_tokens"] == 100 * len(llm.asked) and report["completion_tokens"] == 5 * len(llm.asked)
+    # unsure pre-labels went to humans: none of the wrong ones was accepted
+    assert all(data.pool_labels[i] == label for i, label in review.accepted.items())
+
+
+def test_a_sure_but_wrong_llm_never_gets_through_the_gate() -> None:
+    from bench.simulate import PreAnnotator, Review, seed_label_config
+
+    steps = budgets(initial=20, batch=20, batch_large=20, budget=100)
+    data = tiny_split(1)
+    llm = ScriptedPreLabeller(dict(zip(data.pool, data.pool_labels, strict=True)), data.classes, wrong_and_sure=True)
+    config, to_gold = seed_label_config("tiny", data.classes)
+    review = Review(PreAnnotator(llm, config, to_gold), data.classes)
+    outcome = simulate(data, make_strategy("margin"), 1, steps, review=review)
+    assert outcome["review"]["auto_accepted"] == 0 and outcome["review"]["pre_labelled"] == steps[-1]
+    assert all(threshold is None for threshold in review.thresholds)
