@@ -282,17 +282,39 @@ def test_the_same_labels_give_the_same_model() -> None:
 def test_on_thousands_of_texts_the_features_are_computed_in_two_processes_with_the_same_result(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from concurrent import futures
+
     from backend.student import model as student_model
 
     rng = np.random.default_rng(2)
     words = [f"w{i}" for i in range(300)]
     texts = [" ".join(rng.choice(words, 12)) for _ in range(2100)]
     labels = [("a",) if "w1" in t.split() or "w2" in t.split() else ("b",) for t in texts]
-    parallel = StudentModel(["a", "b"]).fit(texts, labels)
-    assert parallel.vectorizer_.n_jobs == 2
+    forks = []
+    real_pool = futures.ProcessPoolExecutor
+
+    def counted_pool(*args: object, **kwargs: object) -> futures.ProcessPoolExecutor:
+        forks.append(kwargs["mp_context"].get_start_method())  # type: ignore[attr-defined]
+        return real_pool(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(student_model, "ProcessPoolExecutor", counted_pool)
+    parallel = StudentModel(["a", "b"]).fit(texts, labels, extra_texts=texts[:50])
+    assert forks == ["fork"]
     monkeypatch.setattr(student_model, "PARALLEL_FEATURES_FROM", 10**9)
-    sequential = StudentModel(["a", "b"]).fit(texts, labels)
-    assert sequential.vectorizer_.n_jobs is None
-    # the same features; liblinear's sums may differ in the last bits
+    sequential = StudentModel(["a", "b"]).fit(texts, labels, extra_texts=texts[:50])
+    assert forks == ["fork"]  # no second process below the threshold
+    # the same fitted vectorizer and features; liblinear's sums may differ in the last bits
     assert (parallel.vectorizer_.transform(texts[:200]) != sequential.vectorizer_.transform(texts[:200])).nnz == 0
+    fitted_union = student_model._vectorizer(100_000, len(texts), 300).fit(texts + texts[:50])
+    assert (parallel.vectorizer_.transform(texts) != fitted_union.transform(texts)).nnz == 0
     assert np.allclose(parallel.predict_proba(texts[:200]), sequential.predict_proba(texts[:200]), atol=1e-6)
+
+
+def test_char_ngrams_of_words_seen_in_fitting_are_looked_up_with_the_same_result() -> None:
+    chars = CharNgramTfidf(min_df=2).fit(CORPUS)
+    mixed = [*UNSEEN, CORPUS[0], "", "entirely novel vocabulary " + CORPUS[1]]
+    looked_up = chars.transform(mixed)
+    assert set(chars.word_rows_) >= {word for text in CORPUS for word in text.lower().split()}
+    del chars.word_rows_  # as a model pickled before the lookup existed: every word analyzed
+    analyzed = chars.transform(mixed)
+    assert looked_up.shape == analyzed.shape and (looked_up != analyzed).nnz == 0
