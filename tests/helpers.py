@@ -48,3 +48,30 @@ NEGATIVE = [
 
 def choice(from_name: str, to_name: str, *labels: str) -> dict:
     return {"from_name": from_name, "to_name": to_name, "type": "choices", "value": {"choices": list(labels)}}
+
+
+def fit_thousands_of_texts() -> dict[str, float]:
+    """An rq job: fit the student on 2,100 texts, enough for its features to be computed in a forked
+    process, and say how many processes it forked and how well it fits."""
+    from concurrent import futures
+
+    import numpy as np
+
+    from backend.student import StudentModel
+    from backend.student import model as student_model
+
+    forks = []
+    real_pool = futures.ProcessPoolExecutor
+
+    def counted_pool(*args: object, **kwargs: object) -> futures.ProcessPoolExecutor:
+        forks.append(1)
+        return real_pool(*args, **kwargs)  # type: ignore[arg-type]
+
+    student_model.ProcessPoolExecutor = counted_pool  # type: ignore[assignment,misc]
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(300)]
+    texts = [" ".join(rng.choice(words, 12)) for _ in range(2100)]
+    labels = ["a" if {"w1", "w2", "w3"} & set(t.split()) else "b" for t in texts]
+    model = StudentModel(["a", "b"]).fit(texts, [(label,) for label in labels])
+    right = [p.labels[0] == label for p, label in zip(model.predict(texts), labels, strict=True)]
+    return {"forks": len(forks), "training_accuracy": sum(right) / len(right)}

@@ -116,6 +116,19 @@ def test_worker_survives_failing_jobs_and_runs_the_next_after_the_running_one(
     assert stats.training_runs(redis_conn).get("failed") == 2
 
 
+def test_a_training_job_with_thousands_of_labels_forks_for_its_features_inside_the_worker(
+    live_settings: Settings, redis_conn: redis.Redis
+) -> None:
+    """rq runs each job in a forked work horse; the student forks once more for half its features."""
+    job = Queue(live_settings.queue_name, connection=redis_conn).enqueue("tests.helpers.fit_thousands_of_texts")
+    result = run_worker(live_settings)
+    assert result.returncode == 0, result.stderr
+    job.refresh()
+    assert job.get_status() == JobStatus.FINISHED, job.latest_result().exc_string
+    assert job.return_value()["forks"] == 1
+    assert job.return_value()["training_accuracy"] > 0.95
+
+
 def test_unreachable_label_studio_is_retried_later(live_settings: Settings, redis_conn: redis.Redis) -> None:
     queued = JobQueue(redis_conn, live_settings).request(31, "START_TRAINING")
     result = run_worker(live_settings, LABEL_STUDIO_URL="http://127.0.0.1:1", LABEL_STUDIO_API_KEY="token")
