@@ -185,7 +185,8 @@ class Review:
         from backend.llm.cost import Usage
 
         usage = self.usage or Usage()
-        return {"pre_labelled": len(self.answers), "auto_accepted": len(self.accepted),
+        right = sum(gold[i] in answer.labels for i, answer in self.answers.items())
+        return {"pre_labelled": len(self.answers), "pre_labels_right": right, "auto_accepted": len(self.accepted),
                 "auto_accepted_right": sum(gold[i] == label for i, label in self.accepted.items()),
                 "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
                 "final_threshold": self.thresholds[-1] if self.thresholds else None}  # fmt: skip
@@ -379,6 +380,9 @@ def command_line(a: Mapping[str, Any]) -> str:
     parts = ["python -m bench.simulate"]
     for key, value in a.items():
         if key in defaults and key != "render_only" and value != defaults[key]:
+            if value is True:  # a flag
+                parts.append(f"--{key.replace('_', '-')}")
+                continue
             shown = " ".join(map(str, value)) if isinstance(value, list) else value
             parts.append(f"--{key.replace('_', '-')} {shown}")
     return " ".join(parts)
@@ -439,9 +443,9 @@ def _review_lines(result: dict[str, Any]) -> list[str]:
         "labels it, which the x-axis counts. Tokens include answers served from the disk cache; dollars at "
         f"{REFERENCE_PRICE}'s list price for the same tokens (the local model costs $0).",
         "",
-        "| dataset | run | pre-labelled | auto-accepted | of them right | gate opened (seeds) | tokens | "
-        f"$ at {REFERENCE_PRICE} |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| dataset | run | pre-labelled | pre-labels right | auto-accepted | of them right | gate opened (seeds) "
+        f"| tokens | $ at {REFERENCE_PRICE} |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, strategy, runs in rows:
         tokens = [r["prompt_tokens"] + r["completion_tokens"] for r in runs]
@@ -450,7 +454,8 @@ def _review_lines(result: dict[str, Any]) -> list[str]:
         accepted = sum(r["auto_accepted"] for r in runs)
         right = f"{sum(r['auto_accepted_right'] for r in runs) / accepted:.1%}" if accepted else "n/a"
         opened = sum(r["final_threshold"] is not None for r in runs)
-        lines.append(f"| {name} | {strategy} | {statistics.mean(r['pre_labelled'] for r in runs):.0f} "
+        share = sum(r["pre_labels_right"] for r in runs) / max(1, sum(r["pre_labelled"] for r in runs))
+        lines.append(f"| {name} | {strategy} | {statistics.mean(r['pre_labelled'] for r in runs):.0f} | {share:.1%} "
                      f"| {statistics.mean(r['auto_accepted'] for r in runs):.1f} | {right} | {opened} of {len(runs)} "
                      f"| {statistics.mean(tokens):,.0f} | {statistics.mean(cost):.3f} |")  # fmt: skip
     return lines

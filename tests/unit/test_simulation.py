@@ -115,7 +115,7 @@ def test_the_table_names_the_command_that_made_it() -> None:
     from bench.simulate import command_line, parser
 
     assert command_line(vars(parser().parse_args([]))) == "python -m bench.simulate"
-    args = ["--datasets", "movie_reviews", "20newsgroups", "--llm-seed", "30", "--out", "more"]
+    args = ["--datasets", "movie_reviews", "20newsgroups", "--llm-seed", "30", "--llm-preannotate", "--out", "more"]
     assert command_line(vars(parser().parse_args(args))) == "python -m bench.simulate " + " ".join(args)
 
 
@@ -164,6 +164,7 @@ def test_pre_annotation_saves_human_labels_once_checks_open_the_gate() -> None:
     assert report["auto_accepted"] > 0 and report["auto_accepted_right"] == report["auto_accepted"]
     # every queried task was pre-labelled once, humans labelled the budget, the gate took the rest
     assert report["pre_labelled"] == len(llm.asked) == steps[-1] + report["auto_accepted"]
+    assert report["pre_labels_right"] == report["pre_labelled"] - report["pre_labelled"] // 5
     assert report["prompt_tokens"] == 100 * len(llm.asked) and report["completion_tokens"] == 5 * len(llm.asked)
     # unsure pre-labels went to humans: none of the wrong ones was accepted
     assert all(data.pool_labels[i] == label for i, label in review.accepted.items())
