@@ -4,6 +4,8 @@
     python -m bench.simulate --datasets trec6 --strategies random margin --seeds 1 --budget 200  # smoke run
     python -m bench.simulate --render-only      # rebuild simulate.md / .png from simulate.json
     python -m bench.simulate --datasets trec6 sms_spam --strategies random margin --llm-seed 30 --out simulate_llm
+    python -m bench.simulate --datasets trec6 sms_spam --strategies margin --budget 200 --llm-preannotate \
+        --out simulate_pre
 
 Each run: `--initial` random labels, then rounds of `--batch` labels (`--batch-large` past 200) chosen by
 the strategy from the unlabelled pool, the product's StudentModel refitted after each round and scored
@@ -18,6 +20,13 @@ labels a k-center-greedy seed of N pool items zero-shot, and every strategy also
 `<strategy>+llm_seed`, its student trained on those labels at weight 0.3 (as the training job does) next
 to the human ones, a human label replacing the LLM's. LLM answers are cached on disk by model and prompt
 (bench/results/cache/, git-ignored), so a re-run asks the LLM nothing; their tokens are reported.
+
+With `--llm-preannotate`, every strategy also runs as `<strategy>+llm_pre`: each task it queries is first
+pre-labelled by the LLM as the product's pre-annotation job does (few-shot prompts with the human labels
+so far), and routed as the product routes it: auto-accepted when its calibrated confidence reaches the
+threshold derived from the human checks so far (backend.llm.checks), else labelled by the human. An
+auto-accepted pre-label trains the student as a label and costs no human label, so the x-axis (human
+labels) stays comparable; reviewing a pre-label is counted as a full label, an upper bound on its cost.
 """
 
 from __future__ import annotations
@@ -416,8 +425,10 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"- {name}: full supervision {full:.3f} (95%: {d['target']:.3f}), pool of "
                      f"{a['max_pool']} at most.")  # fmt: skip
         for seeded in d.get("llm_seed") or []:
+            hosted = _hosted_dollars(seeded["prompt_tokens"], seeded["completion_tokens"])
             lines.append(f"  - LLM seed ({a.get('llm_model')}): {seeded['labelled']} labels, {seeded['right']} "
-                         f"right, {seeded['prompt_tokens']} + {seeded['completion_tokens']} tokens, "
+                         f"right, {seeded['prompt_tokens']} + {seeded['completion_tokens']} tokens "
+                         f"($0 local; ${hosted:.4f} at {REFERENCE_PRICE}'s list price), "
                          f"{seeded['seconds']:.0f} s")  # fmt: skip
     lines += _review_lines(result)
     best = {name: max(d["strategies"], key=lambda s: statistics.mean(d["strategies"][s]["auc"]))
@@ -426,10 +437,15 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _review_lines(result: dict[str, Any]) -> list[str]:
-    """The pre-annotation runs: what the LLM pre-labelled, what the gate let through, what it cost."""
+def _hosted_dollars(prompt_tokens: int, completion_tokens: int) -> float:
+    """What the same tokens would cost at the reference model's list price."""
     from backend.llm.cost import DEFAULT_PRICES, Usage, dollars
 
+    return dollars(Usage(prompt_tokens, completion_tokens), DEFAULT_PRICES[REFERENCE_PRICE])
+
+
+def _review_lines(result: dict[str, Any]) -> list[str]:
+    """The pre-annotation runs: what the LLM pre-labelled, what the gate let through, what it cost."""
     rows = [(name, strategy, s["review"]) for name, d in result["datasets"].items()
             for strategy, s in d["strategies"].items() if s.get("review")]  # fmt: skip
     if not rows:
@@ -449,8 +465,7 @@ def _review_lines(result: dict[str, Any]) -> list[str]:
     ]
     for name, strategy, runs in rows:
         tokens = [r["prompt_tokens"] + r["completion_tokens"] for r in runs]
-        cost = [dollars(Usage(r["prompt_tokens"], r["completion_tokens"]), DEFAULT_PRICES[REFERENCE_PRICE])
-                for r in runs]  # fmt: skip
+        cost = [_hosted_dollars(r["prompt_tokens"], r["completion_tokens"]) for r in runs]
         accepted = sum(r["auto_accepted"] for r in runs)
         right = f"{sum(r['auto_accepted_right'] for r in runs) / accepted:.1%}" if accepted else "n/a"
         opened = sum(r["final_threshold"] is not None for r in runs)
