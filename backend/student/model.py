@@ -11,6 +11,7 @@ but takes label names rather than encoded targets, because that is what Label St
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import re
@@ -18,22 +19,23 @@ import sys
 from array import array
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import repeat
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
-from joblib import parallel_backend
 from scipy import sparse
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.feature_extraction.text import CountVectorizer, TfidfTransformer
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, StratifiedShuffleSplit, cross_val_predict
+from sklearn.model_selection import StratifiedKFold, StratifiedShuffleSplit
 from sklearn.pipeline import FeatureUnion, make_pipeline
 from sklearn.svm import LinearSVC
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,60 @@ def decide(proba: np.ndarray, labels: Sequence[str], multi_label: bool) -> Label
         chosen[int(np.argmax(proba))] = True
     score = float(np.prod(np.where(chosen, proba, 1.0 - proba)))
     return LabelPrediction(tuple(label for label, on in zip(labels, chosen, strict=True) if on), score)
+
+
+FORK_FITS_FROM = 300  # labels; below, the out-of-fold fits take less time than forking for them
+
+
+def _can_fork() -> bool:
+    # a daemonic process (a multiprocessing pool's worker) may not have children
+    linux_fork = sys.platform == "linux" and "fork" in multiprocessing.get_all_start_methods()
+    return linux_fork and _cpus() > 1 and not multiprocessing.current_process().daemon
+
+
+def _cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def in_fork(function: Callable[[], T], side_by_side: bool = True) -> Callable[[], T]:
+    """Start function() in a forked child and return a call that waits for its result.
+
+    Why processes and not threads: liblinear draws its coordinate order from one random state per
+    process, so two fits in threads draw from it in turn, in whatever order the threads interleave, and
+    the same labels give slightly different models. A fork starts in milliseconds and shares the
+    features copy-on-write; only the result comes back, pickled. Without fork (or with one core, or
+    `side_by_side` false) the function runs here, when its result is asked for; if the child dies (out
+    of memory, killed), too.
+    """
+    if not (side_by_side and _can_fork()):
+        return function
+    context = multiprocessing.get_context("fork")
+    reader, writer = context.Pipe(duplex=False)
+
+    def child() -> None:
+        try:
+            writer.send((True, function()))
+        except BaseException as exc:  # whatever it was, the parent raises it
+            writer.send((False, exc))
+
+    process = context.Process(target=child, daemon=True)
+    process.start()
+    writer.close()
+
+    def result() -> T:
+        try:
+            ok, value = reader.recv()
+        except EOFError:
+            log.warning("a forked child died without an answer; doing its work in this process")
+            return function()
+        finally:
+            reader.close()
+            process.join()
+        if not ok:
+            raise value
+        return value
+
+    return result
 
 
 class TemperatureScaledSVC:
@@ -99,14 +155,23 @@ class TemperatureScaledSVC:
     def _fit_with_folds(self, features: sparse.spmatrix, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """Every example scored by a model that did not see it; then the final fit on all of them."""
         splitter = StratifiedKFold(n_splits=self.folds, shuffle=True, random_state=0)
-        # liblinear releases the GIL: the folds run in threads, one per core, without copying the data
-        with parallel_backend("threading", n_jobs=min(self.folds, os.cpu_count() or 1)):
-            scores = cross_val_predict(
-                self._svm(), features, y, cv=splitter, method="decision_function",
-                params={"sample_weight": weights},
-            )  # fmt: skip
+        folds = list(splitter.split(np.zeros(len(y)), y))
+
+        def fold_scores(train: np.ndarray, test: np.ndarray) -> Callable[[], np.ndarray]:
+            return lambda: (
+                self._svm()
+                .fit(features[train], y[train], sample_weight=weights[train])
+                .decision_function(features[test])
+            )
+
+        side_by_side = len(y) >= FORK_FITS_FROM
+        waiting = [in_fork(fold_scores(train, test), side_by_side) for train, test in folds]
         self.svm_.fit(features, y, sample_weight=weights)
-        return scores
+        scores = [wait() for wait in waiting]
+        out = np.empty((len(y), *scores[0].shape[1:]))
+        for (_, test), fold in zip(folds, scores, strict=True):
+            out[test] = fold
+        return out
 
     def _fit_with_holdout(
         self, features: sparse.spmatrix, y: np.ndarray, weights: np.ndarray
@@ -115,12 +180,10 @@ class TemperatureScaledSVC:
         fits (on two thirds, and the final one on all) run side by side: one fit's wall time, not four."""
         splitter = StratifiedShuffleSplit(n_splits=1, test_size=1 / 3, random_state=0)
         train, held = next(splitter.split(np.zeros(len(y)), y))
-        probe = self._svm()
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            final = pool.submit(self.svm_.fit, features, y, sample_weight=weights)
-            probe.fit(features[train], y[train], sample_weight=weights[train])
-            final.result()
-        return held, probe.decision_function(features[held])
+        probe = in_fork(lambda: self._svm().fit(features[train], y[train], sample_weight=weights[train])
+                        .decision_function(features[held]))  # fmt: skip
+        self.svm_.fit(features, y, sample_weight=weights)
+        return held, probe()
 
     def _svm(self) -> LinearSVC:
         # tol=1e-2 rather than liblinear's 1e-4: ~25% faster on 10k 20 Newsgroups posts, with the same
@@ -303,8 +366,8 @@ class CharNgramTfidf(TransformerMixin, BaseEstimator):
         kept = kept[np.argsort(-frequency[kept], kind="stable")[: self.max_features]]  # by frequency
         # a fixed vocabulary: fitting on nothing only checks and indexes it
         self.ngrams_ = _char_wb_ngrams([ngrams[i] for i in kept]).fit([])
-        # the kept n-grams of every word seen in fitting: at prediction most words are among them, and a
-        # row lookup is ~10x faster than n-gram analysis (100 20 Newsgroups posts: 15 -> 4 ms)
+        # the kept n-grams of every word seen in fitting: at prediction most words are among them, and
+        # looking their rows up beats analyzing them again (100 20 Newsgroups posts: 15 -> 9 ms)
         self.word_rows_ = {word: i for i, word in enumerate(words)}
         self.word_ngrams_ = ngram_counts[:, kept].tocsr()
         self.tfidf_ = TfidfTransformer(sublinear_tf=True)
@@ -353,20 +416,14 @@ def _fit_transform(union: FeatureUnion, texts: Sequence[str]) -> sparse.csr_matr
     rq runs each job in a new process (10k 20 Newsgroups posts: features 1.9 s in one process, 2.8 s with
     FeatureUnion(n_jobs=2) from cold).
     """
-    methods = multiprocessing.get_all_start_methods()
-    if len(texts) < PARALLEL_FEATURES_FROM or "fork" not in methods or sys.platform != "linux" or _cpus() < 2:
+    if len(texts) < PARALLEL_FEATURES_FROM or not _can_fork():
         return union.fit_transform(texts)
     (word_name, word), (char_name, char) = union.transformer_list
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork")) as pool:
-        char_job = pool.submit(_fit_transform_part, char, texts)
-        word_features = word.fit_transform(texts)
-        char, char_features = char_job.result()
+    char_job = in_fork(lambda: _fit_transform_part(char, texts))
+    word_features = word.fit_transform(texts)
+    char, char_features = char_job()
     union.transformer_list = [(word_name, word), (char_name, char)]
     return sparse.hstack([word_features, char_features], format="csr")
-
-
-def _cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class StudentModel:

@@ -119,13 +119,14 @@ def test_worker_survives_failing_jobs_and_runs_the_next_after_the_running_one(
 def test_a_training_job_with_thousands_of_labels_forks_for_its_features_inside_the_worker(
     live_settings: Settings, redis_conn: redis.Redis
 ) -> None:
-    """rq runs each job in a forked work horse; the student forks once more for half its features."""
+    """rq runs each job in a forked work horse; the student forks again for its char features and for its
+    calibration probe."""
     job = Queue(live_settings.queue_name, connection=redis_conn).enqueue("tests.helpers.fit_thousands_of_texts")
     result = run_worker(live_settings)
     assert result.returncode == 0, result.stderr
     job.refresh()
     assert job.get_status() == JobStatus.FINISHED, job.latest_result().exc_string
-    assert job.return_value()["forks"] == 1
+    assert job.return_value()["forks"] == 2
     assert job.return_value()["training_accuracy"] > 0.95
 
 

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import os
 import pickle
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -10,6 +12,22 @@ from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from backend.student import ModelStore, StudentModel, decide
 from backend.student.model import CharNgramTfidf, WordNgramTfidf
 from tests.helpers import NEGATIVE, POSITIVE
+
+
+def count_forks(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Whether each in_fork call of the student's really started a child."""
+    from backend.student import model as student_model
+
+    started: list[bool] = []
+    real = student_model.in_fork
+
+    def counted(function: Callable[[], object], side_by_side: bool = True) -> Callable[[], object]:
+        started.append(side_by_side and student_model._can_fork())
+        return real(function, side_by_side)
+
+    monkeypatch.setattr(student_model, "in_fork", counted)
+    return started
+
 
 # Repeated words and bigrams, one-letter words, case, digits, punctuation, accents, odd whitespace, an
 # empty text and one without words: what the vectorizers must treat as TfidfVectorizer does.
@@ -269,10 +287,13 @@ def test_from_thousands_of_labels_the_temperature_comes_from_one_held_out_third(
     assert pickle.loads(pickle.dumps(model)).predict_proba(features[:5]) == pytest.approx(proba[:5])
 
 
-def test_the_same_labels_give_the_same_model() -> None:
+@pytest.mark.parametrize("n", [100, 300, 2100])  # folds in this process, folds forked, the probe forked
+def test_the_same_labels_give_the_same_model(n: int) -> None:
+    """liblinear keeps one random state per process: fits side by side in threads made this fail ~half
+    the time; in forked children it cannot."""
     rng = np.random.default_rng(1)
     words = ["good", "bad", "fine", "awful", "great", "poor", "nice", "meh"]
-    texts = [" ".join(rng.choice(words, 6)) + f" {i}" for i in range(300)]
+    texts = [" ".join(rng.choice(words, 6)) + f" {i}" for i in range(n)]
     labels = [("Positive",) if sum(w in t for w in ("good", "great", "nice")) > 1 else ("Negative",) for t in texts]
     first = StudentModel(["Positive", "Negative"]).fit(texts, labels).predict_proba(texts)
     second = StudentModel(["Positive", "Negative"]).fit(texts, labels).predict_proba(texts)
@@ -282,27 +303,18 @@ def test_the_same_labels_give_the_same_model() -> None:
 def test_on_thousands_of_texts_the_features_are_computed_in_two_processes_with_the_same_result(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from concurrent import futures
-
     from backend.student import model as student_model
 
     rng = np.random.default_rng(2)
     words = [f"w{i}" for i in range(300)]
     texts = [" ".join(rng.choice(words, 12)) for _ in range(2100)]
     labels = [("a",) if "w1" in t.split() or "w2" in t.split() else ("b",) for t in texts]
-    forks = []
-    real_pool = futures.ProcessPoolExecutor
-
-    def counted_pool(*args: object, **kwargs: object) -> futures.ProcessPoolExecutor:
-        forks.append(kwargs["mp_context"].get_start_method())  # type: ignore[attr-defined]
-        return real_pool(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(student_model, "ProcessPoolExecutor", counted_pool)
+    forks = count_forks(monkeypatch)
     parallel = StudentModel(["a", "b"]).fit(texts, labels, extra_texts=texts[:50])
-    assert forks == ["fork"]
+    assert forks == [True, True]  # the char features, and the calibration probe beside the final fit
     monkeypatch.setattr(student_model, "PARALLEL_FEATURES_FROM", 10**9)
     sequential = StudentModel(["a", "b"]).fit(texts, labels, extra_texts=texts[:50])
-    assert forks == ["fork"]  # no second process below the threshold
+    assert forks == [True, True, True]  # the probe alone
     # the same fitted vectorizer and features; liblinear's sums may differ in the last bits
     assert (parallel.vectorizer_.transform(texts[:200]) != sequential.vectorizer_.transform(texts[:200])).nnz == 0
     fitted_union = student_model._vectorizer(100_000, len(texts), 300).fit(texts + texts[:50])
@@ -318,3 +330,29 @@ def test_char_ngrams_of_words_seen_in_fitting_are_looked_up_with_the_same_result
     del chars.word_rows_  # as a model pickled before the lookup existed: every word analyzed
     analyzed = chars.transform(mixed)
     assert looked_up.shape == analyzed.shape and (looked_up != analyzed).nnz == 0
+
+
+PARENT = os.getpid()
+
+
+def _dies_in_a_child(part: object, texts: object, real: Callable[[object, object], object]) -> object:
+    if os.getpid() != PARENT:
+        os._exit(1)  # as a child killed for its memory would end
+    return real(part, texts)
+
+
+def test_if_the_features_child_dies_its_half_is_computed_in_process(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from backend.student import model as student_model
+
+    rng = np.random.default_rng(4)
+    words = [f"w{i}" for i in range(300)]
+    texts = [" ".join(rng.choice(words, 12)) for _ in range(2100)]
+    labels = [("a",) if "w1" in t.split() else ("b",) for t in texts]
+    real = student_model._fit_transform_part
+    monkeypatch.setattr(student_model, "_fit_transform_part", lambda part, texts: _dies_in_a_child(part, texts, real))
+    survived = StudentModel(["a", "b"]).fit(texts, labels)
+    assert "child died without an answer" in caplog.text
+    fitted_union = student_model._vectorizer(100_000, len(texts), 300).fit(texts)
+    assert (survived.vectorizer_.transform(texts) != fitted_union.transform(texts)).nnz == 0
