@@ -7,7 +7,7 @@ dry run and the final summary can say why a text did not make it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -94,16 +94,16 @@ def filter_texts(
     return out
 
 
-def consistent(votes: Sequence[str | None], target: str, min_agreement: float = 0.6) -> tuple[bool, str]:
-    """Whether an LLM labelling a text several times names `target` often enough; with a reason if not.
+def consistent(shares: Mapping[str, float], target: str, min_agreement: float = 0.6) -> tuple[bool, str]:
+    """Whether an LLM labelling a text gives `target` a probability of at least `min_agreement`; with a
+    reason if not. `shares` is its label distribution (logprobs, or the share of sampled answers).
 
     This is a filter, never a label: what the LLM says here is not stored and not shown to annotators.
     """
-    answered = [v for v in votes if v is not None]
-    if not answered:
+    if not any(p > 0 for p in shares.values()):
         return False, "inconsistent: the LLM gave no usable label"
-    share = sum(v == target for v in answered) / len(votes)
+    share = shares.get(target, 0.0)
     if share < min_agreement:
-        others = sorted({v for v in answered if v != target})
-        return False, f"inconsistent: labelled {target} in {share:.0%} of {len(votes)} tries (also {', '.join(others)})"
+        others = sorted(label for label, p in shares.items() if label != target and p > 0)
+        return False, f"inconsistent: labelled {target} with probability {share:.0%} (also {', '.join(others)})"
     return True, ""

@@ -259,8 +259,8 @@ def _consistent(
             report.filtered.rejected.append(Rejected(text, "unchecked: the LLM stopped answering"))
             continue
         report.usage += answer.usage
-        votes = _votes(answer.distribution, answer.labels, target.label)
-        ok, reason = consistent(votes, target.label, options.min_agreement)
+        shares = _label_shares(answer.distribution, answer.labels, target.label)
+        ok, reason = consistent(shares, target.label, options.min_agreement)
         if ok:
             kept.append((target, text, prompt_hash))
         else:
@@ -269,13 +269,13 @@ def _consistent(
     return kept
 
 
-def _votes(distribution: dict[str, float] | None, labels: tuple[str, ...] | None, target: str,
-           n: int = 20) -> list[str | None]:  # fmt: skip
-    """An answer as n votes: its label distribution rounded to n votes when it has one, else all n for
-    its answer (a multi-label answer votes for the target when it names it)."""
+def _label_shares(
+    distribution: dict[str, float] | None, labels: tuple[str, ...] | None, target: str
+) -> dict[str, float]:
+    """An answer's label distribution; without one, all of it on its answer (a multi-label answer counts
+    for the target when it names it)."""
     if distribution:
-        votes: list[str | None] = [label for label, p in distribution.items() for _ in range(round(p * n))]
-        return (votes + [None] * n)[:n]
+        return distribution
     if not labels:
-        return [None] * n
-    return [target if target in labels else labels[0]] * n
+        return {}
+    return {target if target in labels else labels[0]: 1.0}

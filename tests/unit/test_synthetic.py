@@ -81,10 +81,12 @@ def test_filters_keep_distinct_texts_and_work_on_an_empty_pool() -> None:
 
 
 def test_consistency_needs_the_target_often_enough() -> None:
-    assert consistent(["science"] * 4 + ["sports"], "science", 0.6) == (True, "")
-    ok, reason = consistent(["science", "sports", "sports", None, "politics"], "science", 0.6)
+    assert consistent({"science": 0.8, "sports": 0.2}, "science", 0.6) == (True, "")
+    assert consistent({"science": 0.6}, "science", 0.6) == (True, "")
+    assert consistent({"science": 0.59, "sports": 0.41}, "science", 0.6)[0] is False  # no rounding to votes
+    ok, reason = consistent({"science": 0.2, "sports": 0.4, "politics": 0.2, "tech": 0.0}, "science", 0.6)
     assert not ok and "20%" in reason and "politics, sports" in reason
-    assert consistent([None, None], "science")[0] is False
+    assert consistent({}, "science")[0] is False
 
 
 # -- targets -----------------------------------------------------------------------------------
