@@ -27,7 +27,7 @@ from backend.jobs.queue import RANK
 from backend.jobs.running import JobContext, read_project, run_project_job
 from backend.labeling import Example, TaskSpec
 from backend.labeling.predictions import predict_tasks
-from backend.llm.annotator import StoredAnswer, pre_label
+from backend.llm.annotator import StoredAnswer, pre_labels
 from backend.llm.checks import published_calibration
 from backend.llm.cost import Budget, BudgetExceeded, Usage, dollars
 from backend.llm.prompts import informativeness_prompt, informativeness_schema
@@ -174,8 +174,8 @@ def run_ranking(project_id: int, ctx: JobContext, strategy_name: str, size: int)
     queue_number = int(ctx.conn.incr(_key(project_id, "number")))
     queue_version = f"queue{queue_number}-{ctx.store.prediction_version(project_id)}"
     chosen_ids = [ids[i] for i in batch]
-    pre = {task: pre_label(answers[task], calibrator, threshold) for task in chosen_ids
-           if task in answers}  # fmt: skip
+    answered = [task for task in chosen_ids if task in answers]
+    pre = dict(zip(answered, pre_labels([answers[task] for task in answered], calibrator, threshold), strict=True))
     tasks = [{"id": ids[i], "data": {spec.data_key: texts[i]}} for i in batch]
     items = predict_tasks(tasks, spec, model, queue_version, pre)
     predictions = [{"task": task["id"], **item} for task, item in zip(tasks, items, strict=True) if item]

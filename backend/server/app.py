@@ -19,7 +19,7 @@ from backend.jobs.connection import connect
 from backend.jobs.queue import PREANNOTATE, RANK, TRAIN, JobQueue
 from backend.labeling import TaskSpec, UnsupportedLabelConfig, parse_label_config
 from backend.labeling.predictions import predict_tasks, task_ids
-from backend.llm.annotator import PreLabel, pre_label
+from backend.llm.annotator import PreLabel, pre_labels
 from backend.llm.calibration import Calibrator
 from backend.llm.checks import published_calibration
 from backend.llm.routing import AUTO_ACCEPT
@@ -108,7 +108,7 @@ class Backend:
             log.warning("project %s: LLM answers unavailable: %s", project_id, exc)
             return {}
         calibrator, threshold = self.calibration(project_id, student_version)
-        return {task: pre_label(answer, calibrator, threshold) for task, answer in answers.items()}
+        return dict(zip(answers, pre_labels(list(answers.values()), calibrator, threshold), strict=True))
 
     @property
     def conn(self) -> redis.Redis:
@@ -284,7 +284,7 @@ def create_app(settings: Settings | None = None, conn: redis.Redis | None = None
         if backend.store.llm_revision(ref.id) is not None:
             answers = llm_answers.all_answers(backend.conn, ref.id)
             calibrator, threshold = backend.calibration(ref.id, version)
-            labels = [pre_label(a, calibrator, threshold) for a in answers.values()]
+            labels = pre_labels(list(answers.values()), calibrator, threshold)
             report["answers"] = len(answers)
             report["auto_accept"] = sum(1 for label in labels if label.route == AUTO_ACCEPT)
             report["review"] = len(labels) - report["auto_accept"]

@@ -9,7 +9,7 @@ import pytest
 
 from backend.labeling import Example, parse_label_config
 from backend.labeling.predictions import predict_tasks
-from backend.llm.annotator import StoredAnswer, few_shot_prompts, pre_label, prediction_item
+from backend.llm.annotator import StoredAnswer, few_shot_prompts, pre_label, pre_labels, prediction_item
 from backend.llm.calibration import Calibrator, cross_calibrated, expected_calibration_error
 from backend.llm.checks import llm_checks
 from backend.llm.routing import AUTO_ACCEPT, REVIEW
@@ -134,3 +134,17 @@ def test_k_center_greedy_covers_the_clusters_and_picks_the_outlier() -> None:
     assert {texts[i] for i in more} == {"green grass field", "quantum flux"}
     # asking for more rows than are left gives what is left, never a repeat
     assert sorted(k_center_greedy(text_features(texts[:3]), 10, already=[0])) == [1, 2]
+
+
+@pytest.mark.parametrize("method", ["platt", "isotonic"])
+def test_pre_labels_calibrate_a_batch_as_one_by_one_would(method: str) -> None:
+    rng = np.random.default_rng(0)
+    confidence = rng.random(400)
+    calibrator = Calibrator(method=method).fit(confidence, rng.random(400) < confidence)
+    answers = [StoredAnswer(("a",), float(c), "logprobs", "m") for c in rng.random(300)]
+    batch = pre_labels(answers, calibrator, threshold=0.7)
+    assert batch == [pre_label(answer, calibrator, 0.7) for answer in answers]
+    assert {label.route for label in batch} == {"review", "auto_accept"}
+    unchecked = pre_labels(answers, None, threshold=0.7)  # no calibrator yet: raw scores, all to review
+    assert [label.score for label in unchecked] == [a.confidence for a in answers]
+    assert {label.route for label in unchecked} == {"review"} and pre_labels([], calibrator, 0.7) == []
