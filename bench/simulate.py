@@ -489,12 +489,14 @@ def plot(result: dict[str, Any], path: Path) -> None:
         for strategy, s in d["strategies"].items():
             mean, std = np.array(s["mean"]), np.array(s["std"])
             style = {"color": "black", "linestyle": "--"} if strategy == "random" else {}
+            if strategy.endswith((LLM_SUFFIX, PRE_SUFFIX)):  # dashed over its plain strategy, which may hide it
+                style = {"linestyle": (0, (5, 3)), "linewidth": 2}
             ax.plot(d["steps"], mean, label=strategy, **style)
             ax.fill_between(d["steps"], mean - std, mean + std, alpha=0.15)
         ax.axhline(d["target"], color="grey", linestyle=":", label="95% of full supervision")
         ax.set_xscale("log")
         ax.set_title(name)
-        ax.set_xlabel("labels")
+        ax.set_xlabel("human labels")
         ax.set_ylabel("test accuracy")
         ax.legend(fontsize=7)
     fig.tight_layout()
