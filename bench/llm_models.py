@@ -43,7 +43,7 @@ from backend.llm.client import Completion, LLMAnswer, LLMClient, LLMConfig
 from backend.llm.cost import Usage
 from backend.llm.local import LOCAL_MODELS, start_local_server, stop_local_server
 from backend.llm.prompts import build_prompt
-from bench.spine import log, machine
+from bench.spine import log, machine, write_outputs
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -331,8 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stem = args.out / args.stem
     if args.render_only:
         result = json.loads(stem.with_suffix(".json").read_text())
-        stem.with_suffix(".md").write_text(markdown(result))
-        plot(result, stem.with_suffix(".png"))
+        write_outputs(stem, result, markdown, plot)
         log(f"rebuilt {stem}.md and .png from {stem}.json")
         return 0
 
@@ -366,11 +365,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     stem.with_suffix(".raw.json").write_text(json.dumps(raw, indent=1) + "\n")
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    stem.with_suffix(".md").write_text(markdown(result))
-    plot(result, stem.with_suffix(".png"))
-    log(f"wrote {stem}.json, .md, .png and .raw.json in {result['wall_seconds'] / 60:.1f} min")
-    print()
-    print(markdown(result))
+    log(f"writing {stem}.json, .md, .png and .raw.json after {result['wall_seconds'] / 60:.1f} min")
+    write_outputs(stem, result, markdown, plot)
     return 0
 
 

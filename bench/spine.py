@@ -622,8 +622,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.render_only:
         result = json.loads((args.out / f"{stem}.json").read_text())
-        (args.out / f"{stem}.md").write_text(markdown(result))
-        plot(result, args.out / f"{stem}.png")
+        write_outputs(args.out / stem, result, markdown, plot)
         log(f"rebuilt {args.out / stem}.md and .png from {stem}.json")
         return 0
 
@@ -641,11 +640,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     raw = {key: result[key].pop("raw") for key in ("http", "training") if key in result}
     (args.out / f"{stem}.raw.json").write_text(json.dumps(raw, indent=1) + "\n")
     (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / f"{stem}.md").write_text(markdown(result))
-    plot(result, args.out / f"{stem}.png")
-    log(f"wrote {args.out / stem}.json, .md, .png and .raw.json")
-    print()
-    print(markdown(result))
+    log(f"writing {args.out / stem}.json, .md, .png and .raw.json")
+    write_outputs(args.out / stem, result, markdown, plot)
     return 0
 
 
