@@ -23,7 +23,12 @@ export LSAL_LLM_VENV := $(abspath $(LLM_VENV))
 
 .PHONY: run test venv label-studio datasets llm lint unit bench clean
 
-run: $(BIN)/.installed $(LLM_VENV)/.installed
+# `make run` needs the embedded LLM only when the LLM is on and no endpoint is named: a user of their own
+# endpoint (LLM_BASE_URL) or of none (LLM_ENABLED=false) does not wait for llama.cpp to compile.
+LLM_OFF := $(filter 0 false no off,$(shell echo '$(LLM_ENABLED)' | tr A-Z a-z))
+RUN_NEEDS_LLM := $(if $(or $(LLM_OFF),$(strip $(LLM_BASE_URL))),,$(LLM_VENV)/.installed)
+
+run: $(BIN)/.installed $(RUN_NEEDS_LLM)
 	$(BIN)/lsal run
 
 test: $(BIN)/.installed $(LS_VENV)/.installed $(DATASETS_MARKER) $(LLM_VENV)/.installed

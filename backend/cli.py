@@ -9,10 +9,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 
-from backend.settings import Settings, get_settings
+from pydantic import ValidationError
+
+from backend.settings import Settings, get_settings, settings_error
 
 
 def _logging(settings: Settings) -> None:
@@ -28,6 +29,18 @@ def _shared_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+# a unix socket path must fit in sockaddr_un's 108 bytes
+_MAX_SOCKET_PATH = 100
+
+
+def _control_socket(settings: Settings) -> list[str]:
+    """gunicorn's control socket (for `gunicornc`) inside DATA_DIR, one per instance, not one per host."""
+    path = settings.data_dir.resolve() / "gunicorn.ctl"
+    if len(str(path)) > _MAX_SOCKET_PATH:
+        return ["--no-control-socket"]
+    return ["--control-socket", str(path)]
+
+
 def gunicorn_command(settings: Settings, workers: int | None = None) -> list[str]:
     workers = workers or settings.web_workers
     return [
@@ -38,6 +51,7 @@ def gunicorn_command(settings: Settings, workers: int | None = None) -> list[str
         "--threads", "8",
         "--timeout", "120",
         "--access-logfile", "-",
+        *_control_socket(settings),
         "backend.server.wsgi:app",
     ]  # fmt: skip
 
@@ -57,16 +71,12 @@ def serve(settings: Settings) -> int:
 
 
 def worker(settings: Settings, burst: bool = False) -> int:
-    from rq import Worker
-
     import backend.jobs.training  # noqa: F401  imported once here, not in every forked job
     from backend.jobs.connection import connect
+    from backend.jobs.worker import run_worker
 
     _logging(settings)
-    conn = connect(settings)
-    rq_worker = Worker([settings.queue_name], connection=conn)
-    rq_worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level.upper())
-    return 0
+    return run_worker(connect(settings), settings.queue_name, burst=burst, logging_level=settings.log_level.upper())
 
 
 def start_embedded_llm(settings: Settings, env: dict[str, str]) -> subprocess.Popen[bytes] | None:
@@ -92,9 +102,14 @@ def start_embedded_llm(settings: Settings, env: dict[str, str]) -> subprocess.Po
 
 
 def run(settings: Settings) -> int:
-    """Server, one worker and (unless LLM_BASE_URL is set) the embedded LLM; stops all when one stops."""
+    """Server, one worker and (unless LLM_BASE_URL is set) the embedded LLM, until SIGTERM or Ctrl-C.
+
+    The server and the worker are supervised apart: either one that exits is restarted with a back-off,
+    and neither takes the other down.
+    """
     from backend.jobs.connection import embedded_redis_running, stop_embedded_redis
     from backend.llm.local import stop_local_server
+    from backend.supervisor import Child, Supervisor
 
     _logging(settings)
     started_redis = settings.redis_url is None and not embedded_redis_running(settings.embedded_redis_path)
@@ -103,34 +118,26 @@ def run(settings: Settings) -> int:
     log = logging.getLogger("lsal")
     log.info("Redis at %s; models in %s", env["REDIS_URL"], settings.models_path.resolve())
     llm_server = start_embedded_llm(settings, env)
-    children = [
-        subprocess.Popen([sys.executable, "-m", "backend.cli", "worker"], env=env),
-        subprocess.Popen(gunicorn_command(settings), env=env),
-    ]
-    log.info("backend on http://%s:%s (worker pid %s)", settings.host, settings.port, children[0].pid)
+    supervisor = Supervisor(
+        [Child("worker", [sys.executable, "-m", "backend.cli", "worker"]), Child("server", gunicorn_command(settings))],
+        env,
+    )
 
     def stop(*_: object) -> None:
-        for child in children:
-            if child.poll() is None:
-                child.terminate()
+        supervisor.stopping = True
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    log.info("backend on http://%s:%s", settings.host, settings.port)
     try:
-        while all(child.poll() is None for child in children):
-            time.sleep(0.5)
+        supervisor.run()
     finally:
-        stop()
-        for child in children:
-            try:
-                child.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        supervisor.stop()
         if llm_server is not None:
             stop_local_server(llm_server)
         if started_redis:  # ours to stop (it saves to disk first); one that was already running stays
             stop_embedded_redis(settings.embedded_redis_path)
-    return max(child.returncode or 0 for child in children)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -141,7 +148,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = sub.add_parser("worker", help="one rq worker; start more, on more machines, to scale out")
     work.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     args = parser.parse_args(argv)
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        print(f"lsal: {settings_error(exc)}", file=sys.stderr)
+        return 2
     if args.command == "run":
         return run(settings)
     if args.command == "serve":

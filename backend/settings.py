@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from backend.llm.cost import Price, parse_prices, price_for
@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     port: int = 9090
     web_workers: int = Field(2, description="gunicorn worker processes")
     log_level: str = "INFO"
+    max_request_mb: float = Field(20.0, gt=0, description="largest request body; larger ones get 413")
+    max_label_config_kb: int = Field(1024, gt=0, description="largest label config; larger ones get 413")
+    label_config_cache_mb: int = Field(32, gt=0, description="memory for parsed label configs per server process")
 
     basic_auth_user: str | None = None
     basic_auth_pass: str | None = None
@@ -92,6 +95,14 @@ class Settings(BaseSettings):
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
 
+    @model_validator(mode="after")
+    def _auth_is_all_or_nothing(self) -> Settings:
+        if bool(self.basic_auth_user) != bool(self.basic_auth_pass):
+            given, missing = ("BASIC_AUTH_USER", "BASIC_AUTH_PASS") if self.basic_auth_user else (
+                "BASIC_AUTH_PASS", "BASIC_AUTH_USER")  # fmt: skip
+            raise ValueError(f"{given} is set but {missing} is not: set both for basic auth, or neither")
+        return self
+
     @property
     def models_path(self) -> Path:
         return self.model_dir if self.model_dir is not None else self.data_dir / "models"
@@ -121,3 +132,13 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+def settings_error(exc: ValidationError) -> str:
+    """One line for a person: which variables are wrong and why."""
+    parts = []
+    for error in exc.errors():
+        message = str(error["msg"]).removeprefix("Value error, ")
+        where = ".".join(str(part) for part in error["loc"]).upper()
+        parts.append(f"{where}: {message}" if where else message)
+    return "invalid settings: " + "; ".join(parts)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from redis.exceptions import LockError
 from rq import get_current_job
 
 from backend.jobs import stats
@@ -18,6 +21,8 @@ from backend.labelstudio import LabelStudio, LabelStudioError
 from backend.settings import Settings, get_settings
 from backend.student import ModelStore
 from backend.synthetic.provenance import generator_of
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -65,6 +70,23 @@ def label_studio_for(settings: Settings, conn: redis.Redis, project_id: int) -> 
     return LabelStudio(settings.label_studio_url or "", settings.label_studio_api_key or "")
 
 
+@contextmanager
+def project_lock(conn: redis.Redis, name: str, job_id: str, timeout: int) -> Iterator[None]:
+    """One job of a kind per project at a time. The lock's token is the job id: a run of the same job that
+    lost Redis before it could release the lock (rq retries it under the same id) takes it back at once
+    instead of waiting out the lock's timeout."""
+    lock = conn.lock(name, timeout=timeout, blocking_timeout=timeout, thread_local=False)
+    if conn.get(name) == job_id.encode():
+        log.warning("%s: taking back the lock an interrupted run of job %s left", name, job_id)
+        conn.delete(name)
+    if not lock.acquire(token=job_id):
+        raise LockError(f"{name} is still held after {timeout} s")
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def run_project_job(kind: str, project_id: int, work: Callable[[JobContext], dict[str, Any]]) -> dict[str, Any]:
     """Run `work` as the job of `kind` for the project: one at a time, its outcome recorded either way."""
     settings = get_settings()
@@ -80,12 +102,7 @@ def run_project_job(kind: str, project_id: int, work: Callable[[JobContext], dic
             job.save_meta()
 
     try:
-        lock = conn.lock(
-            f"lsal:{kind}:{int(project_id)}:lock",
-            timeout=job_timeout(settings, kind),
-            blocking_timeout=job_timeout(settings, kind),
-        )
-        with lock:
+        with project_lock(conn, f"lsal:{kind}:{int(project_id)}:lock", job_id, job_timeout(settings, kind)):
             store = ModelStore(settings.models_path, keep=settings.keep_model_versions)
             ls = label_studio_for(settings, conn, project_id)
             result = work(JobContext(settings, conn, store, ls, progress))

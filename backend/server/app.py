@@ -6,7 +6,7 @@ import hmac
 import logging
 import threading
 import time
-from functools import lru_cache
+import uuid
 from typing import Any
 
 import redis
@@ -17,13 +17,13 @@ from backend import __version__
 from backend.jobs import llm_answers, ranking, stats
 from backend.jobs.connection import connect
 from backend.jobs.queue import PREANNOTATE, RANK, TRAIN, JobQueue
-from backend.labeling import TaskSpec, UnsupportedLabelConfig, parse_label_config
 from backend.labeling.predictions import predict_tasks, task_ids
 from backend.llm.annotator import PreLabel, pre_labels
 from backend.llm.calibration import Calibrator
 from backend.llm.checks import published_calibration
 from backend.llm.routing import AUTO_ACCEPT
 from backend.server import metrics
+from backend.server.label_configs import LabelConfigs
 from backend.server.protocol import (
     IGNORED_ACTIONS,
     KNOWN_ACTIONS,
@@ -31,6 +31,7 @@ from backend.server.protocol import (
     TASKS_CREATED,
     TRAINING_ACTIONS,
     ProtocolError,
+    parse_json_body,
     project_ref,
 )
 from backend.server.registry import ModelRegistry
@@ -44,20 +45,6 @@ WEBHOOK_SECRET_HEADER = "X-Webhook-Secret"
 UNTRAINED = "untrained"
 
 
-@lru_cache(maxsize=256)
-def _spec_for(label_config: str) -> TaskSpec:
-    return parse_label_config(label_config)
-
-
-def spec_for(label_config: Any) -> TaskSpec:
-    if not isinstance(label_config, str):
-        raise ProtocolError("a label config (XML string) is required", status=422)
-    try:
-        return _spec_for(label_config)
-    except UnsupportedLabelConfig as exc:
-        raise ProtocolError(str(exc), status=422) from exc
-
-
 class Backend:
     """What the routes share: settings, the model registry, and (lazily) Redis and the queue."""
 
@@ -67,7 +54,7 @@ class Backend:
         self.registry = ModelRegistry(self.store)
         self._conn = conn
         self._queue: JobQueue | None = None
-        self.schemas: dict[int, str] = {}
+        self.label_configs = LabelConfigs(settings.max_label_config_kb * 1024, settings.label_config_cache_mb * 2**20)
         self._ls_access: dict[int, tuple[str, str]] = {}
         self._calibrations: dict[tuple[int, str], tuple[Calibrator | None, float | None]] = {}
 
@@ -124,9 +111,7 @@ class Backend:
 
 
 def _json_body() -> dict[str, Any]:
-    body = request.get_json(silent=True, force=True)
-    if body is None:
-        raise ProtocolError("the request body must be JSON")
+    body = parse_json_body(request.get_data(cache=True))
     if not isinstance(body, dict):
         raise ProtocolError("the request body must be a JSON object")
     return body
@@ -151,6 +136,7 @@ def _authorized(settings: Settings, webhook: bool) -> bool:
 def create_app(settings: Settings | None = None, conn: redis.Redis | None = None) -> Flask:
     settings = settings or get_settings()
     app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = int(settings.max_request_mb * 2**20)
     backend = Backend(settings, conn)
     app.extensions["lsal"] = backend
 
@@ -178,10 +164,17 @@ def create_app(settings: Settings | None = None, conn: redis.Redis | None = None
     def _http_error(exc: HTTPException) -> tuple[Response, int]:
         return jsonify(error=exc.name.lower().replace(" ", "_"), message=exc.description), exc.code or 500
 
+    @app.errorhandler(redis.RedisError)
+    def _redis_down(exc: redis.RedisError) -> tuple[Response, int]:
+        log.error("Redis unavailable on %s %s: %s", request.method, request.path, exc)
+        return jsonify(error="queue_unavailable", message="Redis is unavailable; try again shortly"), 503
+
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> tuple[Response, int]:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return jsonify(error="internal_error", message=f"{type(exc).__name__}: {exc}"), 500
+        reference = uuid.uuid4().hex[:12]
+        log.exception("unhandled error %s on %s %s", reference, request.method, request.path)
+        # the exception's text can carry file paths and internals: it goes to the log, not to the caller
+        return jsonify(error="internal_error", message=f"internal error {reference}; see the server log"), 500
 
     @app.get("/")
     @app.get("/health")
@@ -193,9 +186,8 @@ def create_app(settings: Settings | None = None, conn: redis.Redis | None = None
         body = _json_body()
         ref = project_ref(body.get("project"))
         schema = body.get("schema")
-        if schema is not None:
-            spec_for(schema)  # a config we cannot serve is refused at connect time, with the reason
-            backend.schemas[ref.id] = schema
+        if schema is not None:  # a config we cannot serve is refused at connect time, with the reason
+            backend.label_configs.remember(ref.id, schema)
         if ref.uid and backend.store.bind_project_uid(ref.id, ref.uid):
             backend.registry.forget(ref.id)
             log.warning("project %s was re-created in LS (%s): older models archived", ref.id, ref.uid)
@@ -206,7 +198,7 @@ def create_app(settings: Settings | None = None, conn: redis.Redis | None = None
     @app.post("/validate")
     def validate() -> Response:
         body = _json_body()
-        spec = spec_for(body.get("config"))
+        spec = backend.label_configs.spec(body.get("config"))
         return jsonify(status="ok", control=spec.from_name, labels=list(spec.labels), multi_label=spec.multi_label)
 
     @app.post("/predict")
@@ -221,12 +213,12 @@ def create_app(settings: Settings | None = None, conn: redis.Redis | None = None
         if project is None and isinstance(tasks[0], dict):
             project = tasks[0].get("project")
         ref = project_ref(project)
-        label_config = body.get("label_config") or backend.schemas.get(ref.id)
-        if label_config is None:
+        label_config = body.get("label_config")
+        spec = backend.label_configs.spec(label_config) if label_config else backend.label_configs.for_project(ref.id)
+        if spec is None:
             raise ProtocolError(
                 f"no label config for project {ref.id}: send 'label_config' or call /setup first", status=422
             )
-        spec = spec_for(label_config)
         stored = backend.registry.get(ref.id)
         model = stored.model if stored is not None else None
         llm = backend.llm_pre_labels(ref.id, task_ids(tasks), stored.version if stored is not None else None)
@@ -258,11 +250,7 @@ def create_app(settings: Settings | None = None, conn: redis.Redis | None = None
         return enqueue(ref.id, action, kind)
 
     def enqueue(project_id: int, reason: str, kind: str) -> tuple[Response, int]:
-        try:
-            queued = backend.queue.request(project_id, reason=reason, kind=kind)
-        except redis.RedisError as exc:
-            log.error("cannot queue %s for project %s: %s", kind, project_id, exc)
-            return jsonify(error="queue_unavailable", message=f"Redis is unavailable: {exc}"), 503
+        queued = backend.queue.request(project_id, reason=reason, kind=kind)
         return jsonify(action=reason, job=kind, project=project_id, **queued), 201
 
     @app.post("/preannotate")
@@ -323,7 +311,8 @@ def create_app(settings: Settings | None = None, conn: redis.Redis | None = None
 
     @app.route("/versions", methods=["GET", "POST"])
     def versions() -> Response:
-        body = request.get_json(silent=True, force=True) or {}
+        raw = request.get_data(cache=True)
+        body = parse_json_body(raw) if raw.strip() else {}
         project = body.get("project") if isinstance(body, dict) else None
         ref = project_ref(project if project is not None else request.args.get("project"))
         return jsonify(versions=backend.store.versions(ref.id), current=backend.store.prediction_version(ref.id))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,6 +34,7 @@ IGNORED_ACTIONS = frozenset(
 PROJECT_DELETED = "PROJECT_DELETED"
 TASKS_CREATED = "TASKS_CREATED"  # new tasks to pre-annotate (when the LLM is on)
 KNOWN_ACTIONS = TRAINING_ACTIONS | IGNORED_ACTIONS | {PROJECT_DELETED, TASKS_CREATED}
+MAX_PROJECT_ID = 2**31 - 1  # LS keys projects by a PostgreSQL/SQLite `integer`: positive, 32-bit
 
 
 class ProtocolError(ValueError):
@@ -75,10 +77,25 @@ def project_ref(value: Any) -> ProjectRef:
 
 
 def _positive_int(value: Any) -> int:
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+    if isinstance(value, str) and len(value.strip()) > len(str(MAX_PROJECT_ID)):
+        raise ProtocolError(f"not a project id: {shown} (ids are integers from 1 to {MAX_PROJECT_ID})")
     try:
         number = int(value)
-    except (TypeError, ValueError):
-        raise ProtocolError(f"not a project id: {value!r}") from None
-    if number <= 0:
-        raise ProtocolError(f"not a project id: {value!r}")
+    except (TypeError, ValueError, OverflowError):
+        raise ProtocolError(f"not a project id: {shown}") from None
+    if not 0 < number <= MAX_PROJECT_ID:
+        raise ProtocolError(f"not a project id: {shown} (ids are integers from 1 to {MAX_PROJECT_ID})")
     return number
+
+
+def parse_json_body(data: bytes) -> Any:
+    """The request body as JSON; any body that is not (bad bytes, bad syntax, nesting too deep) is a 400."""
+    if not data.strip():
+        raise ProtocolError("the request body must be JSON")
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ProtocolError("the request body is nested too deeply") from None
+    except (ValueError, UnicodeDecodeError):  # JSONDecodeError is a ValueError
+        raise ProtocolError("the request body must be JSON") from None

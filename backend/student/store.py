@@ -11,9 +11,9 @@ import json
 import os
 import pickle
 import re
-import shutil
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,10 +161,13 @@ class ModelStore:
     def archive_project(self, project_id: int) -> Path | None:
         """Move a project's models aside (its LS project was deleted or re-created under the same id)."""
         directory = self.project_dir(project_id)
-        if not directory.is_dir():
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        # unique, so that two archives of one project within a second never land inside each other
+        target = self.root / f"archived-project-{int(project_id)}-{stamp}-{uuid.uuid4().hex[:8]}"
+        try:
+            directory.rename(target)
+        except FileNotFoundError:  # nothing to archive, or another process archived it just now
             return None
-        target = self.root / f"archived-project-{int(project_id)}-{int(time.time())}"
-        shutil.move(str(directory), target)
         return target
 
     def _prune(self, project_id: int) -> None:

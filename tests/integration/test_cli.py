@@ -37,3 +37,57 @@ def test_run_serves_queues_and_stops_what_it_started(tmp_path: Path) -> None:
     assert process.returncode == 0, output
     assert not embedded_redis_running(tmp_path / "data" / "redis")
     assert (tmp_path / "data" / "redis" / "dump.rdb").exists()  # the queue was saved, not lost
+
+
+def test_lsal_refuses_half_configured_basic_auth_in_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "DATA_DIR": str(tmp_path / "data"), "BASIC_AUTH_USER": "lsal"}
+    env.pop("BASIC_AUTH_PASS", None)
+    done = subprocess.run([sys.executable, "-m", "backend.cli", "serve"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "lsal: invalid settings: BASIC_AUTH_USER is set but BASIC_AUTH_PASS is not: set both for basic auth, or neither"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("env", "builds_llm"),
+    [
+        ({}, True),
+        ({"LLM_BASE_URL": "http://gpu:8000/v1"}, False),
+        ({"LLM_ENABLED": "false"}, False),
+        ({"LLM_ENABLED": "0"}, False),
+        ({"LLM_ENABLED": "true"}, True),
+    ],
+)
+def test_make_run_builds_the_embedded_llm_only_when_it_will_run_it(env: dict[str, str], builds_llm: bool) -> None:
+    clean = {k: v for k, v in os.environ.items() if k not in ("LLM_BASE_URL", "LLM_ENABLED")}
+    plan = subprocess.run(["make", "-n", "run", "LLM_VENV=/nonexistent/llm-venv"], cwd=ROOT, env={**clean, **env},
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert plan.returncode == 0, plan.stderr
+    assert ("llama-cpp-python" in plan.stdout) is builds_llm
+    assert "lsal run" in plan.stdout
+
+
+def test_two_archives_of_one_project_in_one_second_stay_apart(tmp_path: Path) -> None:
+    from backend.student import ModelStore
+
+    store = ModelStore(tmp_path / "models")
+    archived = []
+    for _ in range(2):
+        (store.project_dir(3)).mkdir(parents=True)
+        (store.project_dir(3) / "PROJECT_UID").write_text("3.1")
+        archived.append(store.archive_project(3))
+    assert archived[0] != archived[1]
+    assert all(path is not None and (path / "PROJECT_UID").is_file() for path in archived)
+    assert not list(tmp_path.rglob("archived-project-3-*/archived-project-*"))  # not nested
+
+
+def test_gunicorn_control_socket_lives_in_data_dir(tmp_path: Path) -> None:
+    from backend.cli import gunicorn_command
+    from backend.settings import Settings
+
+    command = gunicorn_command(Settings(data_dir=tmp_path / "d"))
+    assert command[command.index("--control-socket") + 1] == str((tmp_path / "d").resolve() / "gunicorn.ctl")
+    deep = Settings(data_dir=tmp_path / ("x" * 120))
+    assert "--no-control-socket" in gunicorn_command(deep)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
@@ -169,3 +170,86 @@ def test_metrics_exposition(client: FlaskClient, settings: Settings) -> None:
     assert 'lsal_labelled_tasks{project="6"} 12.0' in text
     assert 'lsal_http_requests_total{method="GET",route="/health",status="200"}' in text
     assert "lsal_redis_up 0.0" in text  # this app's Redis refuses connections: said, not hidden
+
+
+# --- hardening: each test below failed on the code before it was written ------------------------------
+
+
+def test_project_ids_are_bounded_to_what_ls_hands_out(client: FlaskClient, settings: Settings) -> None:
+    huge = "9" * 300
+    requests = [
+        ("POST", "/setup", {"project": huge, "schema": SINGLE}),
+        ("POST", "/predict", {"project": huge, "label_config": SINGLE, "tasks": [{"data": {"text": "x"}}]}),
+        ("GET", f"/versions?project={huge}", None),
+        ("GET", f"/llm?project={huge}", None),
+        ("GET", f"/llm/reliability.png?project={huge}", None),
+        ("GET", f"/queue?project={2**64}", None),
+        ("POST", "/webhook", {"action": "START_TRAINING", "project": {"id": 2**64}}),
+        ("POST", "/rank", {"project": 2**31}),
+    ]
+    for method, path, body in requests:
+        response = client.open(path, method=method, headers=AUTH, json=body)
+        assert response.status_code == 400, (path, response.json)
+        assert "not a project id" in response.json["message"] and "2147483647" in response.json["message"]
+        assert len(response.json["message"]) < 200  # the 300 digits are not echoed back
+    assert not list(settings.data_dir.rglob("*999999*"))  # no file or folder was named after the id
+
+
+def test_deeply_nested_json_is_a_400_on_every_post_route(client: FlaskClient) -> None:
+    body = b"[" * 100_000 + b"]" * 100_000
+    for path in ("/setup", "/predict", "/webhook", "/train", "/rank", "/preannotate", "/validate", "/versions"):
+        response = client.post(path, headers=AUTH, data=body, content_type="application/json")
+        assert response.status_code == 400, path
+        assert response.json["error"] == "bad_request" and "nested too deeply" in response.json["message"]
+
+
+def test_redis_down_is_a_503_on_every_route_that_needs_it(client: FlaskClient, settings: Settings) -> None:
+    _train(settings, project_id=7)
+    (settings.models_path / "project-7" / "LLM_REVISION").write_text("1")  # as a pre-annotation run leaves it
+    for method, path, body in [("GET", "/queue?project=7", None), ("GET", "/llm?project=7", None),
+                               ("POST", "/rank", {"project": 7}), ("POST", "/train", {"project": 7})]:  # fmt: skip
+        response = client.open(path, method=method, headers=AUTH, json=body)
+        assert response.status_code == 503, path
+        assert response.json["error"] == "queue_unavailable"
+
+
+def test_request_bodies_and_label_configs_are_bounded(settings: Settings) -> None:
+    small = settings.model_copy(update={"max_request_mb": 0.5, "max_label_config_kb": 64, "label_config_cache_mb": 1})
+    app = create_app(small)
+    client = app.test_client()
+    too_big = client.post("/predict", headers=AUTH, data=b"{" + b" " * 600_000 + b"}", content_type="application/json")
+    assert too_big.status_code == 413 and too_big.json["error"] == "request_entity_too_large"
+    padding = "<!--" + "x" * 70_000 + "-->"
+    big_config = SINGLE.replace("</View>", padding + "</View>")
+    for path, body in [("/validate", {"config": big_config}), ("/setup", {"project": 1, "schema": big_config})]:
+        response = client.post(path, headers=AUTH, json=body)
+        assert response.status_code == 413 and "MAX_LABEL_CONFIG_KB" in response.json["message"], path
+    configs = app.extensions["lsal"].label_configs
+    for project in range(1, 41):  # 40 distinct configs of ~60 KB: 2.4 MB offered to a 1 MB budget
+        config = SINGLE.replace("</View>", f"<!--{project}{'y' * 60_000}--></View>")
+        assert client.post("/setup", headers=AUTH, json={"project": project, "schema": config}).status_code == 200
+        assert configs.cached_bytes <= 2**20
+    assert configs.for_project(40) is not None  # the most recent ones are kept
+
+
+def test_internal_errors_do_not_show_file_paths(client: FlaskClient, settings: Settings) -> None:
+    version = _train(settings)
+    (settings.models_path / "project-1" / f"{version}.pkl").write_bytes(b"corrupt")
+    body = {"project": "1", "label_config": SINGLE, "tasks": [{"data": {"text": "x"}}]}
+    broken = client.post("/predict", headers=AUTH, json=body)
+    assert broken.status_code == 500
+    assert str(settings.data_dir) not in broken.json["message"] and "/" not in broken.json["message"]
+    assert "internal error" in broken.json["message"]
+
+
+@pytest.mark.parametrize("half", [{"basic_auth_user": "user"}, {"basic_auth_pass": "secret"}])
+def test_half_configured_basic_auth_is_refused(tmp_path: Path, half: dict[str, str]) -> None:
+    from pydantic import ValidationError
+
+    from backend.settings import settings_error
+
+    with pytest.raises(ValidationError) as caught:
+        Settings(data_dir=tmp_path, **half)
+    line = settings_error(caught.value)
+    assert "\n" not in line and "set both for basic auth, or neither" in line
+    assert ("BASIC_AUTH_PASS is not" if "basic_auth_user" in half else "BASIC_AUTH_USER is not") in line
