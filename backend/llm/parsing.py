@@ -3,6 +3,9 @@
 Structured output usually gives `{"label": "Positive"}`; small or unconstrained models also answer
 `positive`, `Label: Positive.` or `I think it is Positive because ...`. Anything that cannot be mapped
 to exactly the config's labels is None: the caller records a failed answer, it never writes a guess.
+Free text that names a label is read as that label only when nothing casts doubt on it: a hedge anywhere
+("maybe", "could be", "unsure"), a negation or a question in the sentence that names it ("not Negative",
+"Negative? No."), or a sentence that answers it with a negation ("Negative. No.") make it no answer.
 """
 
 from __future__ import annotations
@@ -13,7 +16,18 @@ from collections.abc import Sequence
 from typing import Any
 
 _VALUE = re.compile(r'"labels?"\s*:\s*\[?\s*"')
-_STRIP = " \t\r\n\"'`.,;:!?()[]{}*"
+_STRIP = " \t\r\n\"'`.,;:!()[]{}*"  # not "?": "Negative?" is no answer
+_SENTENCE = re.compile(r"[^.!?;\n]*(?:[.!?;\n]+|$)")
+_NEGATION = re.compile(
+    r"(?<!\w)(?:not|no|nope|never|neither|nor|none|nothing|without|hardly|cannot|wrong|incorrect)(?!\w)|n['\u2019]t(?!\w)",
+    re.IGNORECASE,
+)
+_HEDGE = re.compile(
+    r"(?<!\w)(?:maybe|perhaps|possibly|possible|probably|likely|unlikely|might|could|may|unsure|uncertain|unclear"
+    r"|ambiguous|guess|either|seems?|hard to say|difficult to say)(?!\w)",
+    re.IGNORECASE,
+)
+_MASK = "\x00"
 
 
 def value_offset(text: str) -> int | None:
@@ -22,15 +36,46 @@ def value_offset(text: str) -> int | None:
     return match.end() if match else None
 
 
+def _mentions(text: str, labels: Sequence[str]) -> tuple[list[tuple[str, int]], str]:
+    """(label, position) of every whole-phrase mention, longest labels first so that "Not spam" is not also
+    "Spam"; and the text with those mentions masked, so that a label's own words ("No") are never cues."""
+    masked = text
+    found: list[tuple[str, int]] = []
+    for label in sorted(labels, key=len, reverse=True):
+        for match in re.finditer(rf"(?<!\w){re.escape(label)}(?!\w)", masked, re.IGNORECASE):
+            found.append((label, match.start()))
+            masked = masked[: match.start()] + _MASK * len(label) + masked[match.end() :]
+    return found, masked
+
+
+def _doubted(mentions: Sequence[tuple[str, int]], masked: str) -> bool:
+    """Whether anything in the text hedges, negates or questions the labels it mentions."""
+    if _HEDGE.search(masked):
+        return True
+    after_a_label = False
+    for sentence in _SENTENCE.finditer(masked):
+        named = any(sentence.start() <= at < sentence.end() for _, at in mentions)
+        if named and (_NEGATION.search(sentence.group()) or "?" in sentence.group()):
+            return True
+        if after_a_label and _NEGATION.match(sentence.group().strip()):
+            return True  # "Negative. No." answers the label it follows
+        after_a_label = after_a_label or named
+    return False
+
+
 def _named(candidate: str, labels: Sequence[str]) -> set[str]:
-    """The labels one answer item names: itself (any case), else every label it names as a whole phrase."""
+    """The labels one answer item names: itself (any case), else every label it names as a whole phrase,
+    none when the item casts doubt on them."""
     cleaned = candidate.strip(_STRIP)
     if cleaned in labels:
         return {cleaned}
     folded = {label.casefold(): label for label in labels}
     if cleaned.casefold() in folded:
         return {folded[cleaned.casefold()]}
-    return {label for label in labels if re.search(rf"(?<!\w){re.escape(label.casefold())}(?!\w)", cleaned.casefold())}
+    mentions, masked = _mentions(cleaned, labels)
+    if not mentions or _doubted(mentions, masked):
+        return set()
+    return {label for label, _ in mentions}
 
 
 def _json_value(text: str) -> Any:

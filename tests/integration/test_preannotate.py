@@ -182,6 +182,18 @@ def test_a_dead_endpoint_and_off_label_answers_never_write_a_prediction(
     assert llm_answers.all_answers(redis_conn, 8) == {}
 
 
+def test_a_free_text_answer_that_negates_a_label_is_never_kept(
+    job, scripted_llm: ScriptedLLM, redis_conn: redis.Redis
+) -> None:
+    ls = FakeLabelStudio(texts(10))
+    scripted_llm.default = Reply("It is definitely not Negative")  # no structured output, no logprobs: votes
+    result = run_preannotation(10, job(ls, llm_seed_size=0), client(scripted_llm, redis_conn), FREE)
+    assert len(scripted_llm.requests) == 10 * 5  # every task was asked its 5 samples
+    assert result["annotated"] == 0 and result["failed"] == 10 and result["pushed"] == 0
+    assert all(not batch for batch in ls.imported)
+    assert llm_answers.all_answers(redis_conn, 10) == {}
+
+
 def judge_or_label(body: dict[str, Any]) -> Reply:
     """Informativeness requests (a "score" schema) get 10 for reviews numbered by a multiple of 3, else 1."""
     schema = body["response_format"]["json_schema"]["schema"]
