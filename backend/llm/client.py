@@ -201,16 +201,9 @@ class LLMClient:
             usage += _usage(first, cached)
             texts.append(first.text)
             labels = parse_answer(first.text, spec.labels, spec.multi_label)
-            if first.tokens and labels is not None:
-                offset = value_offset(first.text)
-                if not spec.multi_label and offset is not None:
-                    distribution = label_distribution(first.tokens, offset, spec.labels)
-                    if distribution is not None:
-                        return LLMAnswer(labels, distribution[labels[0]], distribution, "logprobs", usage, texts)
-                if spec.multi_label:
-                    probability = _sequence_probability(first.tokens)
-                    return LLMAnswer(labels, probability, None, "logprobs", usage, texts)
-            # no usable logprobs: ask k-1 more samples and measure agreement
+            if first.tokens:  # the endpoint gives logprobs: more samples would cost k times as much
+                return _logprob_answer(spec, first, labels, usage, texts)
+            # no logprobs: ask k-1 more samples and measure agreement
             answers = [labels]
             for salt in range(1, self.config.samples):
                 sample, cached = self._complete(prompt.messages, spec, self.config.sample_temperature, salt)
@@ -321,6 +314,21 @@ def _usage(completion: Completion, cached: bool) -> Usage:
     if cached:
         return Usage(0, 0, 1, cached_requests=1)
     return Usage(completion.prompt_tokens, completion.completion_tokens, 1)
+
+
+def _logprob_answer(
+    spec: TaskSpec, first: Completion, labels: tuple[str, ...] | None, usage: Usage, texts: list[str]
+) -> LLMAnswer:
+    """The answer and its confidence from one completion's logprobs: the label distribution where the
+    label value can be located, else the probability of the generated answer as a whole."""
+    if labels is None:
+        return LLMAnswer(None, None, None, "logprobs", usage, texts, error="the answer named no label")
+    offset = value_offset(first.text)
+    if not spec.multi_label and offset is not None:
+        distribution = label_distribution(first.tokens, offset, spec.labels)
+        if distribution is not None:
+            return LLMAnswer(labels, distribution[labels[0]], distribution, "logprobs", usage, texts)
+    return LLMAnswer(labels, _sequence_probability(first.tokens), None, "logprobs", usage, texts)
 
 
 def _sequence_probability(tokens: Sequence[TokenLogprob]) -> float:

@@ -84,6 +84,23 @@ def test_malformed_body_and_off_label_answers_write_no_label(scripted_llm: Scrip
     assert answer.labels is None and answer.error
 
 
+def test_an_off_label_answer_with_logprobs_costs_one_request(scripted_llm: ScriptedLLM) -> None:
+    scripted_llm.default = json_reply("Banana", 0.9, [("Apple", 0.1)])
+    answer = client(scripted_llm, samples=5).annotate(SPEC, prompt())
+    assert answer.labels is None and answer.confidence is None and answer.error
+    assert len(scripted_llm.requests) == 1  # no samples to vote on: the endpoint gave logprobs
+    assert answer.usage.requests == 1
+    assert (answer.usage.prompt_tokens, answer.usage.completion_tokens) == (50, 8)
+
+
+def test_a_free_text_label_with_logprobs_is_not_voted_on(scripted_llm: ScriptedLLM) -> None:
+    scripted_llm.default = Reply("Positive", [("Positive", 0.7, [("Negative", 0.3)])])
+    answer = client(scripted_llm, samples=5).annotate(SPEC, prompt())
+    assert answer.labels == ("Positive",) and answer.method == "logprobs"
+    assert answer.confidence == pytest.approx(0.7)  # the probability of what it generated
+    assert len(scripted_llm.requests) == 1 and answer.usage.requests == 1
+
+
 def test_wrong_case_and_extra_words_still_count(scripted_llm: ScriptedLLM) -> None:
     scripted_llm.default = Reply("The label is POSITIVE.")
     answer = client(scripted_llm).annotate(SPEC, prompt())
