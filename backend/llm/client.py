@@ -159,15 +159,13 @@ class LLMClient:
         try:
             response = self.sdk.chat.completions.create(model=self.config.model, messages=messages, **params)  # type: ignore[arg-type]
         except (openai.BadRequestError, openai.UnprocessableEntityError, openai.InternalServerError) as exc:
-            # llama-cpp-python answers 500 to a response_format it does not know, OpenAI and vLLM 400
-            message = str(exc).lower()
-            if self._formats and ("response_format" in message or "json_schema" in message):
+            if self._formats and _refuses(exc, ("response_format", "json_schema")):
                 refused = self._formats.pop(0)
                 log.warning(
                     "the endpoint refuses %s output; trying %s", refused, self._formats[0] if self._formats else "none"
                 )
                 return self._complete(messages, spec, temperature, salt, schema, max_tokens)
-            if self._logprobs and "logprob" in message:
+            if self._logprobs and _refuses(exc, ("logprob",)):
                 log.warning("the endpoint refuses logprobs; confidence will come from agreement over samples")
                 self._logprobs = False
                 return self._complete(messages, spec, temperature, salt, schema, max_tokens)
@@ -291,6 +289,19 @@ class LLMClient:
         with ThreadPoolExecutor(max_workers=max(1, self.config.concurrency)) as pool:
             list(pool.map(work, range(len(prompts))))
         return results
+
+
+# llama-cpp-python answers 500, with the validation error, to a parameter it does not know (OpenAI and vLLM
+# answer 400); a 500 without such words is an outage, whatever parameter its message mentions
+_REFUSED_IN_500 = ("validation", "input should be", "literal_error", "not supported", "unsupported", "not implemented")
+
+
+def _refuses(exc: openai.APIStatusError, parameter: tuple[str, ...]) -> bool:
+    """Whether the endpoint refuses a request parameter for good, not just failed while serving it."""
+    message = str(exc).lower()
+    if not any(name in message for name in parameter):
+        return False
+    return not isinstance(exc, openai.InternalServerError) or any(word in message for word in _REFUSED_IN_500)
 
 
 def _completion(response: Any) -> Completion:

@@ -137,6 +137,20 @@ def test_endpoint_without_structured_output_falls_back(scripted_llm: ScriptedLLM
     assert answer.labels == ("Negative",) and "response_format" not in scripted_llm.requests[-1]
 
 
+def test_a_transient_500_that_mentions_the_schema_or_logprobs_changes_nothing(scripted_llm: ScriptedLLM) -> None:
+    for mention in ("json_schema response_format", "logprobs"):
+        body = f'{{"error": {{"message": "worker crashed while serving {mention}", "type": "server_error"}}}}'
+        scripted_llm.push(Status(500, body=body))
+    scripted_llm.default = json_reply("Positive", 0.8, [("Negative", 0.2)])
+    llm = client(scripted_llm, max_retries=0)
+    failures = [llm.annotate(SPEC, prompt(f"t{i}")) for i in range(2)]
+    assert all(f.labels is None and "InternalServerError" in (f.error or "") for f in failures)
+    answer = llm.annotate(SPEC, prompt())
+    assert answer.labels == ("Positive",) and answer.method == "logprobs"
+    assert len(scripted_llm.requests) == 3
+    assert all(r["response_format"]["type"] == "json_schema" and r["logprobs"] for r in scripted_llm.requests)
+
+
 def test_circuit_opens_and_stops_a_batch(scripted_llm: ScriptedLLM) -> None:
     scripted_llm.default = Status(500)
     breaker = CircuitBreaker(threshold=2, cooldown=60)
