@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     llm_model: str = "smollm2-135m"
     llm_concurrency: int = 2
     llm_timeout: float = 60.0
+    llm_job_wait_seconds: float = Field(
+        300.0, gt=0, description="seconds an LLM job may spend in all on requests that fail or hang, then it stops"
+    )
     llm_budget_usd: float | None = Field(None, description="LLM spending limit per project, USD; unset: none")
     llm_prices: str = Field("", description='extra prices, "model=input/output,..." in USD per 1M tokens')
     llm_few_shot: int = Field(4, description="human-labelled examples per prompt")

@@ -38,6 +38,7 @@ def llm_client(settings: Settings, conn: Any) -> LLMClient | None:
         model=settings.llm_model,
         api_key=settings.llm_api_key,
         timeout=settings.llm_timeout,
+        wait_budget=settings.llm_job_wait_seconds,
         concurrency=settings.llm_concurrency,
         # llama-cpp-python's server takes a schema only in its own json_object shape
         formats=("json_object",) if settings.llm_is_local else FORMAT_STYLES,
@@ -110,7 +111,8 @@ def run_preannotation(
         done += len(fresh)
         failed += sum(1 for r in results if r is not None and r.labels is None)
         if any(r is None for r in results):
-            status, message = "llm_unavailable", "the LLM endpoint stopped answering (circuit open); re-run later"
+            status = "llm_unavailable"
+            message = f"the LLM endpoint stopped answering: {client.stop_reason}; re-run later"
             break
         seed_left -= sum(1 for task, _ in batch if task in seed)
         if seed and seed_left == 0:

@@ -1,9 +1,10 @@
 """The LLM client: the openai SDK against any OpenAI-compatible endpoint (OpenAI, vLLM, Ollama, llama.cpp).
 
 Retries with backoff and jitter on 408/409/429/5xx and timeouts, honouring Retry-After, are the SDK's
-own (`max_retries`); on top of that: a circuit breaker so that a dead endpoint fails fast instead of
-stalling a queue, bounded concurrency for batches, a response cache, structured output with a fallback
-for endpoints that refuse it, and confidence from logprobs or, without them, from k samples.
+own (`max_retries`, few: the breaker is there); on top of that: a circuit breaker so that a dead endpoint
+fails fast instead of stalling a queue, a wait budget that bounds the time a client (one job) spends on
+requests that fail or hang, bounded concurrency for batches, a response cache, structured output with a
+fallback for endpoints that refuse it, and confidence from logprobs or, without them, from k samples.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from backend.llm.prompts import FORMAT_STYLES, Prompt, generation_schema, prompt
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+MIN_ATTEMPT_TIMEOUT = 0.1
 
 
 class CircuitOpen(RuntimeError):
@@ -67,6 +69,42 @@ class CircuitBreaker:
             self.failures += 1
             if self.failures >= self.threshold:
                 self.opened_at = self.clock()
+
+
+class WaitBudgetSpent(CircuitOpen):
+    """The client spent its wait budget on requests that failed or hung; it asks nothing more."""
+
+
+class WaitBudget:
+    """Seconds a client may spend in all on requests that fail (time-outs, refused connections, 5xx),
+    summed over concurrent requests; None: no bound. Successful requests spend nothing."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+        self.spent = 0.0
+        self._lock = threading.Lock()
+
+    def remaining(self) -> float | None:
+        with self._lock:
+            return None if self.seconds is None else max(0.0, self.seconds - self.spent)
+
+    def check(self) -> None:
+        if self.remaining() == 0:
+            raise WaitBudgetSpent(
+                f"requests failed or hung for {self.spent:.1f} s, the wait budget is {self.seconds} s"
+            )
+
+    def spend(self, seconds: float) -> None:
+        with self._lock:
+            self.spent += seconds
+
+
+def attempt_timeout(timeout: float, remaining: float | None, retries: int) -> float:
+    """Seconds each attempt of a request may take, so that the request with all its retries fits in what
+    is left of the wait budget (the SDK's pauses between retries aside)."""
+    if remaining is None:
+        return timeout
+    return max(MIN_ATTEMPT_TIMEOUT, min(timeout, remaining / (retries + 1)))
 
 
 class Cache(Protocol):
@@ -110,7 +148,8 @@ class LLMConfig:
     model: str
     api_key: str = "not-needed"
     timeout: float = 60.0
-    max_retries: int = 4
+    max_retries: int = 2
+    wait_budget: float | None = None  # seconds this client may spend on failing requests in all (WaitBudget)
     concurrency: int = 4
     temperature: float = 0.0
     max_tokens: int = 64
@@ -129,6 +168,8 @@ class LLMClient:
         self.sdk = openai.OpenAI(
             base_url=config.base_url, api_key=config.api_key, timeout=config.timeout, max_retries=config.max_retries
         )
+        self.wait = WaitBudget(config.wait_budget)
+        self.stop_reason: str | None = None  # why a batch stopped early (circuit open, wait budget spent)
         self._formats = list(config.formats)
         self._logprobs = True
 
@@ -156,8 +197,13 @@ class LLMClient:
             if hit is not None:
                 return Completion.loads(hit), True
         self.breaker.before_call()
+        self.wait.check()
+        timeout = attempt_timeout(self.config.timeout, self.wait.remaining(), self.config.max_retries)
+        started = time.monotonic()
         try:
-            response = self.sdk.chat.completions.create(model=self.config.model, messages=messages, **params)  # type: ignore[arg-type]
+            response = self.sdk.chat.completions.create(  # type: ignore[arg-type]
+                model=self.config.model, messages=messages, timeout=timeout, **params
+            )
         except (openai.BadRequestError, openai.UnprocessableEntityError, openai.InternalServerError) as exc:
             if self._formats and _refuses(exc, ("response_format", "json_schema")):
                 refused = self._formats.pop(0)
@@ -170,22 +216,26 @@ class LLMClient:
                 self._logprobs = False
                 return self._complete(messages, spec, temperature, salt, schema, max_tokens)
             if isinstance(exc, openai.InternalServerError):
-                self.breaker.failure()
+                self._failed(started)
             else:
                 self.breaker.success()  # the endpoint answered: a bad request is ours, not an outage
             raise
         except Exception:  # timeouts, refused connections, 5xx after the SDK's retries, garbage bodies
-            self.breaker.failure()
+            self._failed(started)
             raise
         try:
             completion = _completion(response)
         except (AttributeError, IndexError, TypeError, ValueError):
-            self.breaker.failure()
+            self._failed(started)
             raise
         self.breaker.success()
         if self.cache is not None:
             self.cache.set(key, completion.dumps())
         return completion, False
+
+    def _failed(self, started: float) -> None:
+        self.breaker.failure()
+        self.wait.spend(time.monotonic() - started)
 
     # -- one task ---------------------------------------------------------------------------------
 
@@ -279,6 +329,7 @@ class LLMClient:
                 results[i] = call(prompts[i])
             except CircuitOpen as exc:
                 log.error("stopping this batch: %s", exc)
+                self.stop_reason = str(exc)
                 stop.set()
                 return
             with lock:

@@ -9,7 +9,7 @@ import redis
 
 from backend.labeling import parse_label_config
 from backend.llm.cache import RedisCache
-from backend.llm.client import CircuitBreaker, CircuitOpen, LLMClient, LLMConfig
+from backend.llm.client import CircuitBreaker, CircuitOpen, LLMClient, LLMConfig, WaitBudget, attempt_timeout
 from backend.llm.prompts import build_prompt
 from tests.fixtures.scripted_llm import Raw, Reply, ScriptedLLM, Sleep, Status, json_reply
 from tests.helpers import MULTI, SINGLE
@@ -175,6 +175,21 @@ def test_breaker_half_opens_after_the_cooldown() -> None:
         breaker.before_call()  # others wait while it runs
     breaker.success()
     breaker.before_call()
+
+
+def test_the_wait_budget_shortens_attempts_then_refuses_calls() -> None:
+    assert attempt_timeout(60, None, 2) == 60  # no budget: the configured timeout
+    assert attempt_timeout(60, 300, 2) == 60
+    assert attempt_timeout(60, 90, 2) == 30  # three attempts fit in what is left
+    assert attempt_timeout(60, 0.01, 2) == 0.1
+    budget = WaitBudget(5)
+    budget.spend(3)
+    assert budget.remaining() == 2
+    budget.check()
+    budget.spend(2.5)
+    with pytest.raises(CircuitOpen, match="wait budget"):  # a batch stops on it as on an open circuit
+        budget.check()
+    WaitBudget(None).check()
 
 
 def test_cache_answers_identical_requests_without_a_call(scripted_llm: ScriptedLLM, redis_conn: redis.Redis) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import pytest
 import redis
 
 from backend.jobs import llm_answers, stats
-from backend.jobs.preannotate import run_preannotation
+from backend.jobs.preannotate import llm_client, run_preannotation
 from backend.jobs.ranking import published_queue, run_ranking
 from backend.jobs.running import JobContext
 from backend.jobs.training import run_training
@@ -27,7 +28,7 @@ from backend.llm.client import LLMClient, LLMConfig
 from backend.llm.cost import FREE, Price
 from backend.settings import Settings
 from backend.student import ModelStore
-from tests.fixtures.scripted_llm import Reply, ScriptedLLM, Status, json_reply
+from tests.fixtures.scripted_llm import Reply, ScriptedLLM, Sleep, Status, json_reply
 from tests.helpers import NEGATIVE, POSITIVE, SINGLE, choice
 
 pytestmark = pytest.mark.integration
@@ -192,6 +193,27 @@ def test_a_free_text_answer_that_negates_a_label_is_never_kept(
     assert result["annotated"] == 0 and result["failed"] == 10 and result["pushed"] == 0
     assert all(not batch for batch in ls.imported)
     assert llm_answers.all_answers(redis_conn, 10) == {}
+
+
+def test_a_hanging_endpoint_stops_the_job_within_its_wait_budget(
+    job, scripted_llm: ScriptedLLM, redis_conn: redis.Redis
+) -> None:
+    ls = FakeLabelStudio(texts(40))
+    scripted_llm.push(*[Sleep(0.05, json_reply("Positive", 0.9, [("Negative", 0.1)]))] * 10)  # one batch, then it hangs
+    scripted_llm.default = Sleep(30, json_reply("Positive", 0.9, []))
+    ctx = job(ls, llm_seed_size=0, llm_base_url=scripted_llm.url, llm_model="scripted", llm_timeout=0.5,
+              llm_concurrency=2, llm_job_wait_seconds=2)  # fmt: skip
+    started = time.monotonic()
+    result = run_preannotation(12, ctx, llm_client(ctx.settings, redis_conn), FREE)  # type: ignore[arg-type]
+    ended = time.monotonic()
+    assert result["status"] == "llm_unavailable" and "wait budget" in result["message"]
+    hung = ended - scripted_llm.times[10]  # from the first request that hangs
+    assert hung < 2 + 1.5 + 0.5  # the budget, the SDK's pauses between its 2 retries, some slack
+    assert ended - started < 8  # the whole job (27 s before the wait budget, 15 min with the defaults)
+    assert len(scripted_llm.requests) <= 10 + 2 * 3 * 2  # the answered batch; 2 threads x 3 attempts, twice at most
+    # what was answered stays kept and pushed: a re-run resumes after it
+    assert result["annotated"] == 10 and result["pushed"] == 10 and result["remaining"] + result["failed"] == 30
+    assert len(llm_answers.all_answers(redis_conn, 12)) == 10
 
 
 def judge_or_label(body: dict[str, Any]) -> Reply:
