@@ -7,7 +7,10 @@ never stops another: the HTTP server answers /predict from memory, whatever the 
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -55,7 +58,8 @@ class Supervisor:
         self.stopping = False
 
     def start(self, child: Child) -> None:
-        child.process = subprocess.Popen(list(child.command), env=self.env)
+        # a session of its own, so that what it leaves behind when it dies can be cleaned up with it
+        child.process = subprocess.Popen(list(child.command), env=self.env, start_new_session=True)
         child.started_at = self.clock()
         child.restart_at = None
         log.info("%s started (pid %s)", child.name, child.process.pid)
@@ -65,6 +69,7 @@ class Supervisor:
         now = self.clock()
         for child in self.children:
             if child.process is not None and child.process.poll() is not None and child.restart_at is None:
+                _kill_group(child.process.pid)
                 delay = child.backoff.next_delay(now - child.started_at)
                 child.restart_at = now + delay
                 child.restarts += 1
@@ -92,3 +97,12 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+            _kill_group(process.pid)
+
+
+def _kill_group(pgid: int) -> None:
+    """Kill what a child left in its process group. A worker killed outright (OOM, SIGKILL) leaves its rq
+    scheduler running, and that process holds the dead worker's Redis socket open: Redis then still
+    counts the dead worker's blocking pop as waiting and hands it the next job, which nobody runs."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)

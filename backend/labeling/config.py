@@ -48,7 +48,10 @@ def parse_label_config(label_config: str) -> TaskSpec:
         if control.tag != "Choices":
             continue
         for target in control.to_name:
-            obj = interface.get_object(target)
+            try:
+                obj = interface.get_object(target)
+            except Exception:  # the SDK raises a bare Exception for a name with no usable object
+                obj = None
             if obj is None or obj.tag not in ("Text", "HyperText"):
                 continue
             value = obj.value or ""

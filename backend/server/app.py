@@ -117,6 +117,20 @@ def _json_body() -> dict[str, Any]:
     return body
 
 
+def _discard_unread_body(cap: int) -> None:
+    """Read what is left of the request body into nothing, so that the connection stays usable.
+
+    gunicorn drains at most 64 KB of a body the app left unread and then drops the connection, though
+    its answer said keep-alive: a client that reuses the connection (LS does) gets a reset instead of its
+    next answer. Bodies over `cap` are not read: those connections are dropped.
+    """
+    length, stream = request.content_length, request.environ.get("wsgi.input")
+    if stream is None or length is None or length > cap:
+        return
+    while length > 0 and (chunk := stream.read(min(2**16, length))):
+        length -= len(chunk)
+
+
 def _authorized(settings: Settings, webhook: bool) -> bool:
     if webhook and settings.webhook_secret:
         given = request.headers.get(WEBHOOK_SECRET_HEADER, "")
@@ -149,6 +163,11 @@ def create_app(settings: Settings | None = None, conn: redis.Redis | None = None
             response.headers["WWW-Authenticate"] = 'Basic realm="lsal"'
             return response
         return None
+
+    @app.after_request
+    def _drain(response: Response) -> Response:
+        _discard_unread_body(4 * app.config["MAX_CONTENT_LENGTH"])  # a 401 or 413 left it unread
+        return response
 
     @app.after_request
     def _observe(response: Response) -> Response:

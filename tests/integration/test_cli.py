@@ -6,10 +6,13 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import redis
 import requests
+from rq.job import Job
 
 from backend.jobs.connection import embedded_redis_running
 from tests.fixtures.services import free_port, wait_for
@@ -91,3 +94,56 @@ def test_gunicorn_control_socket_lives_in_data_dir(tmp_path: Path) -> None:
     assert command[command.index("--control-socket") + 1] == str((tmp_path / "d").resolve() / "gunicorn.ctl")
     deep = Settings(data_dir=tmp_path / ("x" * 120))
     assert "--no-control-socket" in gunicorn_command(deep)
+
+
+def _children(pid: int) -> dict[int, str]:
+    """pid -> command line of the direct children of `pid` (from /proc)."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                found[int(stat.parent.name)] = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def test_run_restarts_a_dead_worker_and_the_server_never_stops(tmp_path: Path, redis_url: str) -> None:
+    port = free_port()
+    env = {**os.environ, "DATA_DIR": str(tmp_path / "data"), "PORT": str(port), "HOST": "127.0.0.1",
+           "REDIS_URL": redis_url, "LLM_ENABLED": "false", "WEB_WORKERS": "1"}  # fmt: skip
+    for name in ("BASIC_AUTH_USER", "BASIC_AUTH_PASS", "WEBHOOK_SECRET", "LABEL_STUDIO_URL"):
+        env.pop(name, None)
+    log = tmp_path / "run.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen([sys.executable, "-m", "backend.cli", "run"], cwd=ROOT, env=env, stdout=out,
+                                   stderr=subprocess.STDOUT)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: requests.get(f"{url}/health", timeout=2).ok, timeout=60, what="lsal run")
+
+        def worker_pid() -> int | None:
+            return next((p for p, cmd in _children(process.pid).items() if "backend.cli worker" in cmd), None)
+
+        first = wait_for(worker_pid, timeout=30, what="the worker")
+        os.kill(first, signal.SIGKILL)
+        statuses = []
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline:  # the server does not notice: it answers throughout
+            statuses.append(requests.get(f"{url}/health", timeout=2).status_code)
+            time.sleep(0.1)
+        assert statuses and set(statuses) == {200}
+        second = wait_for(lambda: (p := worker_pid()) not in (None, first) and p, timeout=30, what="a new worker")
+        assert second != first
+        # the new worker works: a queued job runs (it fails, LS is not configured, and that is running)
+        job = requests.post(f"{url}/webhook", json={"action": "START_TRAINING", "project": {"id": 8}}, timeout=5)
+        conn = redis.Redis.from_url(redis_url)
+        wait_for(lambda: Job.fetch(job.json()["job_id"], connection=conn).get_status() in ("failed", "finished"),
+                 timeout=60, what=f"the job to run on the restarted worker\n{log.read_text()[-3000:]}")  # fmt: skip
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    text = log.read_text()
+    assert f"worker (pid {first}) exited with status -9; restart 1 in 1 s" in text
+    assert process.returncode == 0

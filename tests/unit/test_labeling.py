@@ -110,3 +110,9 @@ def test_training_examples_prefer_ground_truth_then_latest() -> None:
     ]  # fmt: skip
     examples = training_examples(spec, tasks)
     assert [(e.task_id, e.labels) for e in examples] == [(1, ("Positive",)), (2, ("Negative",))]
+
+
+def test_a_control_pointing_at_an_object_without_value_is_unsupported_not_a_crash() -> None:
+    config = SINGLE.replace(' value="$text"', "")
+    with pytest.raises(UnsupportedLabelConfig, match="no supported control"):
+        parse_label_config(config)
