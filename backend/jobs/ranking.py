@@ -33,7 +33,14 @@ from backend.llm.cost import Budget, BudgetExceeded, Usage, dollars
 from backend.llm.prompts import informativeness_prompt, informativeness_schema
 from backend.selection.embeddings import svd_embeddings
 from backend.selection.stopping import Round, StoppingConfig, evaluate
-from backend.selection.strategies import Pool, make_strategy, margin_uncertainty, top_indices
+from backend.selection.strategies import (
+    Pool,
+    check_applies,
+    make_strategy,
+    predicted_set_probability,
+    top_indices,
+    uncertainty,
+)
 from backend.settings import Settings
 from backend.student import StudentModel
 
@@ -42,7 +49,7 @@ log = logging.getLogger(__name__)
 UNCERTAINTY_SAMPLING = "Uncertainty sampling"
 PREDICT_CHUNK = 5000  # tasks per predict_proba call: bounded memory on large pools
 STOP_SET_SIZE = 500
-FALLBACK = "margin"  # needs only the student's probabilities, which a ranking always has
+FALLBACK = "margin"  # needs only the student's probabilities, which a ranking always has; any task shape
 JUDGED_PER_SLOT = 4  # LLM informativeness: judge this many of the most uncertain tasks per queue slot
 
 
@@ -78,13 +85,18 @@ def bootstrap_committee(
     for _ in range(members):
         rows = rng.integers(0, len(human), len(human))
         sample = [human[i] for i in rows]
-        if len({e.labels[0] for e in sample}) < 2:
-            continue
+        if len({label_value(e.labels, spec.multi_label) for e in sample}) < 2:
+            continue  # one label set throughout: no label is seen both ways, so there is nothing to fit
         member = StudentModel(spec.labels, multi_label=spec.multi_label).fit(
             [e.text for e in sample], [e.labels for e in sample]
         )
         out.append(predict_proba(member, texts))
     return out
+
+
+def label_value(labels: Sequence[str], multi_label: bool) -> str:
+    """A task's labels as one comparable value: the label, or for multi-label the whole set, canonically."""
+    return json.dumps(sorted(labels)) if multi_label else labels[0]
 
 
 def llm_distributions(answers: Mapping[int, StoredAnswer], ids: Sequence[int], labels: Sequence[str]) -> np.ndarray:
@@ -108,7 +120,8 @@ def judged_informativeness(
     client = llm_client(ctx.settings, ctx.conn)
     if client is None:
         return None
-    candidates = top_indices(margin_uncertainty(proba), JUDGED_PER_SLOT * size, np.random.default_rng(0))
+    margins = uncertainty("margin", Pool(proba=proba, multi_label=spec.multi_label))
+    candidates = top_indices(margins, JUDGED_PER_SLOT * size, np.random.default_rng(0))
     prompts = [informativeness_prompt(spec, texts[i]) for i in candidates]
     price = ctx.settings.llm_price()
     estimate = Usage(sum(p.estimated_tokens for p in prompts), client.config.max_tokens * len(prompts))
@@ -162,8 +175,8 @@ def run_ranking(project_id: int, ctx: JobContext, strategy_name: str, size: int)
         if "llm_informativeness" in strategy.needs:
             features.llm_informativeness = judged_informativeness(ctx, project_id, spec, texts, proba, size)
         try:
-            features.require(strategy.needs, strategy.name)
-        except ValueError as exc:  # e.g. a committee needs two classes in a resample; no LLM scores yet
+            check_applies(strategy, features)
+        except ValueError as exc:  # a single-label-only strategy; a committee needs two classes; no LLM scores yet
             fallback = f"{exc}; ranked by {FALLBACK} instead"
             log.warning("project %s: %s", project_id, fallback)
             strategy = make_strategy(FALLBACK)
@@ -217,7 +230,7 @@ def _pool(
     answers: Mapping[int, StoredAnswer],
 ) -> Pool:
     """What the strategy asks for, computed only when it asks (embeddings and committees are not free)."""
-    pool = Pool(proba=proba)
+    pool = Pool(proba=proba, multi_label=spec.multi_label)
     if needs & {"embeddings", "labelled_embeddings"}:
         embedded = svd_embeddings(list(texts) + [e.text for e in human])
         pool.embeddings, pool.labelled_embeddings = embedded[: len(texts)], embedded[len(texts) :]
@@ -242,20 +255,28 @@ def _stopping(
     """Record this round and evaluate the stopping rules on the project's history."""
     known = {e.task_id: e.text for e in human} | dict(zip(ids, texts, strict=True))
     fixed = [task for task in stop_set(ctx.conn, project_id, list(known)) if task in known]
-    stop_labels = [p.labels[0] for p in model.predict([known[t] for t in fixed])] if fixed else []
+    predictions = model.predict([known[t] for t in fixed]) if fixed else []
+    stop_labels = [label_value(p.labels, spec.multi_label) for p in predictions]
     prequential = meta.get("prequential") or {}
     this_round = Round(
         labels=len(human),
         llm_dollars=stats.llm_spend(ctx.conn, project_id).get("dollars", 0.0),
         stop_set_predictions=stop_labels,
         checked_accuracy=prequential.get("accuracy"),
-        mean_confidence=float(proba.max(axis=1).mean()) if len(proba) else None,
+        mean_confidence=_mean_confidence(proba, spec.multi_label),
     )
     ctx.conn.rpush(_key(project_id, "rounds"), json.dumps(asdict(this_round)))
     history = [Round(**r) for r in rounds(ctx.conn, project_id)]
     signals = [asdict(s) for s in evaluate(history, stopping_config(ctx.settings))]
     ctx.conn.set(_key(project_id, "signals"), json.dumps(signals))
     return signals
+
+
+def _mean_confidence(proba: np.ndarray, multi_label: bool) -> float | None:
+    """The student's mean probability of being right on the pool: of its label, or of its whole predicted set."""
+    if not len(proba):
+        return None
+    return float((predicted_set_probability(proba) if multi_label else proba.max(axis=1)).mean())
 
 
 def stopping_config(settings: Settings) -> StoppingConfig:

@@ -8,7 +8,11 @@ Every strategy runs on 100,000 tasks in memory linear in n: no n x n matrix is e
 Rankings are deterministic given the rng, which also breaks ties (so a pool of identical scores,
 as at the cold start, is not taken in index order).
 
-Uncertainty scores assume rows that are distributions over the labels (single-label tasks).
+Tasks come in two shapes (the names small-text's `constraints` uses): single-label, where a row of
+`proba` is one distribution over the labels, and multi-label, where each column is a label's own
+probability of being on (one binary model per label, a set scored as the product). Each strategy
+declares the shapes it `supports`; `rank` refuses a pool of any other shape with a ValueError that says
+so. On multi-label pools the uncertainty strategies score the whole label set: see MULTI_LABEL_UNCERTAINTY.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from sklearn.exceptions import ConvergenceWarning
 from backend.selection.diversity import k_center_greedy
 
 Embeddings = np.ndarray | sparse.spmatrix
+SINGLE_LABEL, MULTI_LABEL = "single-label", "multi-label"
+ANY_SHAPE = frozenset({SINGLE_LABEL, MULTI_LABEL})
 
 
 @dataclass
@@ -39,6 +45,11 @@ class Pool:
     committee: Sequence[np.ndarray] = ()  # (n, k) probabilities from each bootstrap member of the student
     llm_proba: np.ndarray | None = None  # (n, k) the LLM's label distribution; NaN rows where it gave none
     llm_informativeness: np.ndarray | None = None  # (n,) an LLM's judged usefulness in [0, 1], NaN if unknown
+    multi_label: bool = False  # proba's columns are independent per-label probabilities, not one distribution
+
+    @property
+    def shape(self) -> str:
+        return MULTI_LABEL if self.multi_label else SINGLE_LABEL
 
     @property
     def size(self) -> int:
@@ -69,12 +80,20 @@ class Pool:
 
         return Pool(take(self.proba), take(self.embeddings), self.labelled_embeddings,
                     [member[rows] for member in self.committee], take(self.llm_proba),
-                    take(self.llm_informativeness))  # fmt: skip
+                    take(self.llm_informativeness), self.multi_label)  # fmt: skip
 
     def require(self, needed: frozenset[str], strategy: str) -> None:
         missing = [name for name in sorted(needed) if _is_missing(getattr(self, name))]
         if missing:
             raise ValueError(f"strategy {strategy!r} needs Pool field(s) {', '.join(missing)}, which are missing")
+
+
+def check_applies(strategy: QueryStrategy, pool: Pool) -> None:
+    """Raise a ValueError saying why, when `strategy` cannot rank `pool`: the wrong task shape or missing fields."""
+    if pool.shape not in strategy.supports:
+        raise ValueError(f"strategy {strategy.name!r} does not apply to {pool.shape} tasks "
+                         f"(it supports {' and '.join(sorted(strategy.supports))} tasks)")  # fmt: skip
+    pool.require(strategy.needs, strategy.name)
 
 
 def _is_missing(value: object) -> bool:
@@ -85,6 +104,7 @@ def _is_missing(value: object) -> bool:
 class QueryStrategy(Protocol):
     name: ClassVar[str]
     needs: ClassVar[frozenset[str]]  # the Pool fields it requires
+    supports: ClassVar[frozenset[str]]  # the task shapes it applies to: SINGLE_LABEL, MULTI_LABEL
 
     def rank(self, pool: Pool, n: int, rng: np.random.Generator) -> np.ndarray:
         """Up to n task indices into the pool, most useful first, none repeated."""
@@ -143,6 +163,57 @@ UNCERTAINTY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
+# Multi-label rows are k independent probabilities: a row's max, top two or entropy as one distribution
+# mean nothing. Each score below treats the row as k binary decisions, and keeps the [0, 1] range.
+
+
+def predicted_sets(proba: np.ndarray) -> np.ndarray:
+    """(n, k) booleans: every label at p >= 0.5, the likeliest one if none is (student.model.decide's rule)."""
+    chosen = proba >= 0.5
+    empty = ~chosen.any(axis=1)
+    chosen[np.flatnonzero(empty), proba[empty].argmax(axis=1)] = True
+    return chosen
+
+
+def predicted_set_probability(proba: np.ndarray) -> np.ndarray:
+    """The probability that each row's predicted set is exactly right, under independent labels."""
+    return np.prod(np.where(predicted_sets(proba), proba, 1.0 - proba), axis=1)
+
+
+def least_confident_set(proba: np.ndarray) -> np.ndarray:
+    """1 - P(predicted set): least confidence over label sets as structured outputs (Culotta & McCallum, 2005)."""
+    return 1.0 - predicted_set_probability(proba)
+
+
+def smallest_label_margin(proba: np.ndarray) -> np.ndarray:
+    """1 minus the margin |p - (1 - p)| of the label nearest its decision boundary.
+
+    Brinker (2006)'s "binary minimum" / MMU: a task is as uncertain as its least certain label. With two
+    labels it equals single-label margin on a row (p, 1 - p).
+    """
+    return 1.0 - np.abs(2.0 * proba - 1.0).min(axis=1)
+
+
+def mean_binary_entropy(proba: np.ndarray) -> np.ndarray:
+    """Mean over labels of each label's on/off entropy in bits: 1 when every label is at 0.5.
+
+    Esuli & Sebastiani (2009)'s "average" aggregation of per-label uncertainty.
+    """
+    return (entr(proba) + entr(1.0 - proba)).mean(axis=1) / np.log(2.0)
+
+
+MULTI_LABEL_UNCERTAINTY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "least_confidence": least_confident_set,
+    "margin": smallest_label_margin,
+    "entropy": mean_binary_entropy,
+}
+
+
+def uncertainty(name: str, pool: Pool) -> np.ndarray:
+    """The uncertainty score `name` (a key of UNCERTAINTY) of each task, as the pool's task shape defines it."""
+    return (MULTI_LABEL_UNCERTAINTY if pool.multi_label else UNCERTAINTY)[name](pool.proba)
+
+
 def vote_entropy(committee: Sequence[np.ndarray]) -> np.ndarray:
     """Entropy of the members' argmax votes, divided by log(k): 0 when all agree."""
     n, k = committee[0].shape
@@ -151,6 +222,11 @@ def vote_entropy(committee: Sequence[np.ndarray]) -> np.ndarray:
     for member in committee:
         votes[rows, member.argmax(axis=1)] += 1.0
     return entropy(votes / len(committee))
+
+
+def mean_vote_entropy(committee: Sequence[np.ndarray]) -> np.ndarray:
+    """Multi-label vote entropy: each label's on/off vote entropy over the members' predicted sets, averaged."""
+    return mean_binary_entropy(np.mean([predicted_sets(member) for member in committee], axis=0))
 
 
 def jensen_shannon(p: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -199,9 +275,10 @@ class _Strategy:
 
     name: ClassVar[str]
     needs: ClassVar[frozenset[str]]
+    supports: ClassVar[frozenset[str]] = ANY_SHAPE
 
     def rank(self, pool: Pool, n: int, rng: np.random.Generator) -> np.ndarray:
-        pool.require(self.needs, self.name)
+        check_applies(self, pool)
         n = min(int(n), pool.size)
         if n <= 0:
             return np.empty(0, dtype=np.intp)
@@ -224,7 +301,7 @@ class _ScoredStrategy(_Strategy):
 
 @dataclass(frozen=True)
 class RandomSampling(_Strategy):
-    """The baseline every other strategy must beat. Needs only the pool's size."""
+    """The baseline every other strategy must beat. Needs only the pool's size; any task shape."""
 
     name: ClassVar[str] = "random"
     needs: ClassVar[frozenset[str]] = frozenset()
@@ -235,35 +312,39 @@ class RandomSampling(_Strategy):
 
 @dataclass(frozen=True)
 class LeastConfidence(_ScoredStrategy):
-    """Tasks whose likeliest label is least likely."""
+    """Tasks whose likeliest label is least likely; multi-label: whose predicted set is least likely."""
 
     name: ClassVar[str] = "least_confidence"
     needs: ClassVar[frozenset[str]] = frozenset({"proba"})
 
     def scores(self, pool: Pool) -> np.ndarray:
-        return least_confidence(pool.proba)
+        return uncertainty(self.name, pool)
 
 
 @dataclass(frozen=True)
 class Margin(_ScoredStrategy):
-    """Tasks whose two likeliest labels are closest: those nearest a decision boundary."""
+    """Tasks whose two likeliest labels are closest: those nearest a decision boundary.
+
+    Multi-label: tasks with a label nearest its own on/off boundary (Brinker, 2006; smallest_label_margin).
+    """
 
     name: ClassVar[str] = "margin"
     needs: ClassVar[frozenset[str]] = frozenset({"proba"})
 
     def scores(self, pool: Pool) -> np.ndarray:
-        return margin_uncertainty(pool.proba)
+        return uncertainty(self.name, pool)
 
 
 @dataclass(frozen=True)
 class Entropy(_ScoredStrategy):
-    """Tasks whose label distribution has the highest entropy."""
+    """Tasks whose label distribution has the highest entropy; multi-label: the highest mean per-label
+    binary entropy (Esuli & Sebastiani, 2009; mean_binary_entropy)."""
 
     name: ClassVar[str] = "entropy"
     needs: ClassVar[frozenset[str]] = frozenset({"proba"})
 
     def scores(self, pool: Pool) -> np.ndarray:
-        return entropy(pool.proba)
+        return uncertainty(self.name, pool)
 
 
 @dataclass(frozen=True)
@@ -271,7 +352,9 @@ class VoteEntropy(_Strategy):
     """Query by committee: tasks whose bootstrap members vote most differently.
 
     With a handful of members vote entropy takes few distinct values, so ties are broken by the
-    entropy of the members' mean probabilities.
+    entropy of the members' mean probabilities. Multi-label: each member votes on every label (on in its
+    predicted set, or off), and the per-label vote entropies are averaged, ties broken by the mean
+    per-label binary entropy of the members' mean probabilities.
     """
 
     name: ClassVar[str] = "vote_entropy"
@@ -281,6 +364,8 @@ class VoteEntropy(_Strategy):
         if len(pool.committee) < 2:
             raise ValueError(f"strategy {self.name!r} needs at least two committee members")
         mean = np.mean(np.stack(pool.committee), axis=0)
+        if pool.multi_label:
+            return top_indices(mean_vote_entropy(pool.committee), n, rng, mean_binary_entropy(mean))
         return top_indices(vote_entropy(pool.committee), n, rng, entropy(mean))
 
 
@@ -291,10 +376,14 @@ class StudentLLMDisagreement(_Strategy):
     Where they disagree one of them is wrong, and a human label there corrects the student or
     reveals an LLM mistake. Tasks without an LLM answer come after all the others, ordered by the
     student's margin uncertainty.
+
+    Single-label only: for a multi-label task the LLM answers a set and a confidence, with no per-label
+    distribution to compare the student's with, so there is nothing to measure a divergence on.
     """
 
     name: ClassVar[str] = "student_llm_disagreement"
     needs: ClassVar[frozenset[str]] = frozenset({"proba", "llm_proba"})
+    supports: ClassVar[frozenset[str]] = frozenset({SINGLE_LABEL})
 
     def _rank(self, pool: Pool, n: int, rng: np.random.Generator) -> np.ndarray:
         llm = np.asarray(pool.llm_proba, dtype=float)
@@ -316,7 +405,7 @@ class LLMInformativeness(_ScoredStrategy):
 
     Optional and costed: the scores come from separate LLM calls made elsewhere, one per scored task,
     so the pool is usually only partly scored. Unscored tasks (NaN) come after the scored ones,
-    ordered by the student's margin uncertainty when the pool has probabilities.
+    ordered by the student's margin uncertainty (as the task shape defines it) when the pool has probabilities.
     """
 
     name: ClassVar[str] = "llm_informativeness"
@@ -328,7 +417,7 @@ class LLMInformativeness(_ScoredStrategy):
     def _rank(self, pool: Pool, n: int, rng: np.random.Generator) -> np.ndarray:
         scores = self.scores(pool)
         scored = np.isfinite(scores)
-        fallback = margin_uncertainty(pool.proba) if pool.proba is not None else np.zeros(len(scores))
+        fallback = uncertainty("margin", pool) if pool.proba is not None else np.zeros(len(scores))
         return top_indices(scored.astype(float), n, rng, np.where(scored, scores, fallback))
 
 
@@ -336,8 +425,8 @@ class LLMInformativeness(_ScoredStrategy):
 class KCenterGreedy(_Strategy):
     """Coreset (Sener & Savarese): each pick the task farthest from every labelled or picked task.
 
-    Pure diversity: it ignores the student. Costs one pass over the pool's embeddings per labelled
-    task and per pick (see diversity.k_center_greedy).
+    Pure diversity: it ignores the student, so it applies to any task shape. Costs one pass over the
+    pool's embeddings per labelled task and per pick (see diversity.k_center_greedy).
     """
 
     name: ClassVar[str] = "kcenter_greedy"
@@ -364,7 +453,7 @@ class ClusterDiverse(_Strategy):
     """k-means into n clusters, then the most uncertain task of each: uncertain, but not all alike.
 
     Picks are ordered by their uncertainty. Should k-means leave clusters empty, the most uncertain
-    remaining tasks fill the batch.
+    remaining tasks fill the batch. The uncertainty is the task shape's (see `uncertainty`).
     """
 
     name: ClassVar[str] = "cluster_diverse"
@@ -373,21 +462,21 @@ class ClusterDiverse(_Strategy):
     batch_size: int = 2048
 
     def _rank(self, pool: Pool, n: int, rng: np.random.Generator) -> np.ndarray:
-        uncertainty = UNCERTAINTY[self.uncertainty](pool.proba)
+        scores = uncertainty(self.uncertainty, pool)
         tiebreak = rng.random(pool.size)
         kmeans = MiniBatchKMeans(n_clusters=n, batch_size=self.batch_size, n_init=1, random_state=_seed(rng))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)  # fewer distinct points than clusters: filled below
             clusters = kmeans.fit_predict(pool.embeddings)
-        by_cluster = np.lexsort((tiebreak, -uncertainty, clusters))
+        by_cluster = np.lexsort((tiebreak, -scores, clusters))
         _, first = np.unique(clusters[by_cluster], return_index=True)
         picks = by_cluster[first]
-        picks = picks[np.lexsort((tiebreak[picks], -uncertainty[picks]))]
+        picks = picks[np.lexsort((tiebreak[picks], -scores[picks]))]
         if len(picks) < n:
             rest = np.ones(pool.size, dtype=bool)
             rest[picks] = False
             candidates = np.flatnonzero(rest)
-            order = np.lexsort((tiebreak[candidates], -uncertainty[candidates]))
+            order = np.lexsort((tiebreak[candidates], -scores[candidates]))
             picks = np.concatenate([picks, candidates[order[: n - len(picks)]]])
         return picks
 
@@ -401,6 +490,9 @@ class BADGE(_Strategy):
     apart. The embeddings are never materialized (n x k*d): the squared distance between two of them
     is |a_i|^2 |x_i|^2 + |a_j|^2 |x_j|^2 - 2 (a_i . a_j)(x_i . x_j), with a = p - onehot, so each pick
     costs one pass over the pool's probabilities and embeddings.
+
+    Multi-label: the student is one logistic regression per label, whose summed log-losses have the
+    gradient (p - y) (x) x for the label vector y; with y the predicted set, a = p - predicted set.
     """
 
     name: ClassVar[str] = "badge"
@@ -409,7 +501,10 @@ class BADGE(_Strategy):
     def _rank(self, pool: Pool, n: int, rng: np.random.Generator) -> np.ndarray:
         x = pool.embeddings
         a = np.array(pool.proba, dtype=float)
-        a[np.arange(len(a)), a.argmax(axis=1)] -= 1.0
+        if pool.multi_label:
+            a -= predicted_sets(a)
+        else:
+            a[np.arange(len(a)), a.argmax(axis=1)] -= 1.0
         x_norms = np.asarray(x.multiply(x).sum(axis=1)).ravel() if sparse.issparse(x) else np.einsum("ij,ij->i", x, x)
         norms = np.einsum("ij,ij->i", a, a) * x_norms  # squared lengths of the gradient embeddings
         nearest = np.full(len(a), np.inf)  # squared distance to the nearest picked gradient embedding
@@ -439,7 +534,7 @@ class DensityWeighted(_ScoredStrategy):
     Uncertainty alone favours outliers, which teach the student little about the rest of the pool.
     With L2-normalized rows the mean cosine similarity of x to the pool is exactly x . mean(pool), so
     density costs one pass and no n x n matrix. It is a global measure (typicality, not local
-    crowding); negative similarities count as 0.
+    crowding); negative similarities count as 0. The uncertainty is the task shape's (see `uncertainty`).
     """
 
     name: ClassVar[str] = "density_weighted"
@@ -448,7 +543,7 @@ class DensityWeighted(_ScoredStrategy):
     beta: float = 1.0
 
     def scores(self, pool: Pool) -> np.ndarray:
-        return UNCERTAINTY[self.uncertainty](pool.proba) * density(pool.embeddings) ** self.beta
+        return uncertainty(self.uncertainty, pool) * density(pool.embeddings) ** self.beta
 
 
 def density(embeddings: Embeddings) -> np.ndarray:

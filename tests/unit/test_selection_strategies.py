@@ -25,7 +25,11 @@ from backend.selection.strategies import (
     VoteEntropy,
     jensen_shannon,
     make_strategy,
+    mean_vote_entropy,
+    predicted_set_probability,
+    predicted_sets,
 )
+from backend.student.model import decide
 
 
 @pytest.fixture(autouse=True)
@@ -304,3 +308,95 @@ def test_a_pool_subset_keeps_the_rows_asked_for_in_every_array() -> None:
     np.testing.assert_array_equal(part.embeddings, np.eye(6)[[4, 1]])
     np.testing.assert_array_equal(part.committee[0], proba[::-1][[4, 1]])
     assert part.labelled_embeddings is pool.labelled_embeddings and part.llm_proba is None
+
+
+# --- multi-label pools: independent per-label probabilities -------------------------------------------
+
+MULTI_PROBA = np.array(
+    [
+        [0.90, 0.10, 0.05],  # every label far from 0.5
+        [0.50, 0.99, 0.01],  # one label exactly on its boundary, the others sure
+        [0.70, 0.70, 0.30],  # every label fairly unsure
+        [0.20, 0.30, 0.40],  # no label on: the likeliest one is the predicted set
+    ]
+)
+
+
+def _bits(p: float) -> float:
+    return float(-(p * np.log2(p) + (1 - p) * np.log2(1 - p)))
+
+
+def test_multi_label_uncertainty_treats_each_label_as_its_own_on_off_decision() -> None:
+    pool = Pool(proba=MULTI_PROBA, multi_label=True)
+    # least confidence: 1 - P(the predicted set exactly), labels independent
+    least_confident = [1 - 0.9 * 0.9 * 0.95, 1 - 0.5 * 0.99 * 0.99, 1 - 0.7 * 0.7 * 0.7, 1 - 0.8 * 0.7 * 0.4]
+    np.testing.assert_allclose(LeastConfidence().scores(pool), least_confident)
+    # margin: 1 - |2p - 1| of the label nearest its boundary
+    np.testing.assert_allclose(Margin().scores(pool), [1 - 0.8, 1.0, 1 - 0.4, 1 - 0.2])
+    # entropy: mean per-label binary entropy, in bits
+    entropies = [np.mean([_bits(p) for p in row]) for row in MULTI_PROBA]
+    np.testing.assert_allclose(Entropy().scores(pool), entropies)
+    assert LeastConfidence().rank(pool, 4, _rng()).tolist() == [3, 2, 1, 0]
+    assert Margin().rank(pool, 4, _rng()).tolist() == [1, 3, 2, 0]
+    assert Entropy().rank(pool, 4, _rng()).tolist() == [2, 3, 0, 1]
+    # read as one distribution, the row with a label at 0.5 looked fairly sure (its top two differ by 0.49)
+    assert Margin().rank(Pool(proba=MULTI_PROBA), 4, _rng()).tolist() == [2, 3, 1, 0]
+
+
+def test_the_predicted_set_and_its_probability_are_the_students() -> None:
+    labels = ("a", "b", "c", "d")
+    proba = np.random.default_rng(3).random((200, 4))
+    proba[:20] *= 0.5  # rows with no label at 0.5: the likeliest one alone
+    sets, scores = predicted_sets(proba), predicted_set_probability(proba)
+    for row, chosen, score in zip(proba, sets, scores, strict=True):
+        decided = decide(row, labels, multi_label=True)
+        assert decided.labels == tuple(label for label, on in zip(labels, chosen, strict=True) if on)
+        assert score == pytest.approx(decided.score)
+
+
+def test_multi_label_vote_entropy_counts_each_members_vote_on_each_label() -> None:
+    agree = np.array([[0.9, 0.1, 0.8]] * 4)
+    members = [agree.copy() for _ in range(3)]
+    members[0][1] = [0.9, 0.6, 0.8]  # task 1: one member of three puts label 1 in its set
+    members[0][3] = [0.9, 0.6, 0.4]  # task 3: one member differs on two labels
+    pool = Pool(committee=members, multi_label=True)
+    np.testing.assert_allclose(mean_vote_entropy(members), [0, _bits(1 / 3) / 3, 0, 2 * _bits(1 / 3) / 3])
+    assert VoteEntropy().rank(pool, 2, _rng()).tolist() == [3, 1]
+
+
+def test_multi_label_badge_starts_from_the_task_whose_labels_are_least_settled() -> None:
+    proba = np.array([[0.9, 0.9, 0.9], [0.5, 0.5, 0.5], [0.1, 0.9, 0.1]])
+    embeddings = np.eye(3)
+    # its gradient is p - (the predicted set): long where labels sit near 0.5, short where all are sure
+    assert BADGE().rank(Pool(proba=proba, embeddings=embeddings, multi_label=True), 1, _rng()).tolist() == [1]
+    # p - onehot(argmax) would make the confident row [0.9, 0.9, 0.9] the longest
+    assert BADGE().rank(Pool(proba=proba, embeddings=embeddings), 1, _rng()).tolist() == [0]
+
+
+def test_a_strategy_refuses_a_task_shape_it_does_not_support_and_says_so() -> None:
+    single_only = {name for name, strategy in STRATEGIES.items() if "multi-label" not in strategy.supports}
+    assert single_only == {"student_llm_disagreement"}
+    assert all("single-label" in strategy.supports for strategy in STRATEGIES.values())
+    pool = Pool(proba=MULTI_PROBA, llm_proba=np.full_like(MULTI_PROBA, np.nan), multi_label=True)
+    message = "strategy 'student_llm_disagreement' does not apply to multi-label tasks .it supports single-label"
+    with pytest.raises(ValueError, match=message):
+        StudentLLMDisagreement().rank(pool, 2, _rng())
+
+
+@pytest.mark.parametrize("name", sorted(name for name, s in STRATEGIES.items() if "multi-label" in s.supports))
+def test_every_multi_label_strategy_ranks_a_multi_label_pool(name: str) -> None:
+    full = _full_pool()
+    rng = _rng(5)
+    independent = rng.random(full.proba.shape)
+    committee = [rng.random(independent.shape) for _ in range(3)]
+    pool = Pool(**{**full.__dict__, "proba": independent, "committee": committee, "multi_label": True})
+    strategy = make_strategy(name)
+    first = strategy.rank(pool, 5, _rng(7))
+    assert len(set(first.tolist())) == 5 and first.tolist() == strategy.rank(pool, 5, _rng(7)).tolist()
+    assert sorted(strategy.rank(pool, 100, _rng(7)).tolist()) == list(range(30))
+
+
+def test_a_pool_subset_keeps_its_task_shape() -> None:
+    pool = Pool(proba=MULTI_PROBA, multi_label=True)
+    assert pool.subset([2, 0]).multi_label and pool.subset([2, 0]).shape == "multi-label"
+    assert Pool(proba=MULTI_PROBA).shape == "single-label"
