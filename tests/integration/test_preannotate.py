@@ -14,12 +14,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import redis
 
 from backend.jobs import llm_answers, stats
 from backend.jobs.preannotate import llm_client, run_preannotation
-from backend.jobs.ranking import published_queue, run_ranking
+from backend.jobs.ranking import published_queue, rounds, run_ranking, stop_set, stop_signals
 from backend.jobs.running import JobContext
 from backend.jobs.training import run_training
 from backend.labeling import parse_label_config
@@ -29,7 +30,7 @@ from backend.llm.cost import FREE, Price
 from backend.settings import Settings
 from backend.student import ModelStore
 from tests.fixtures.scripted_llm import Reply, ScriptedLLM, Sleep, Status, json_reply
-from tests.helpers import NEGATIVE, POSITIVE, SINGLE, choice
+from tests.helpers import MULTI, NEGATIVE, POSITIVE, SINGLE, choice
 
 pytestmark = pytest.mark.integration
 SPEC = parse_label_config(SINGLE)
@@ -273,3 +274,70 @@ def test_the_model_that_wrote_a_synthetic_task_never_pre_labels_it(
     assert 21 not in llm_answers.all_answers(redis_conn, 5)
     asked = [m["content"] for body in scripted_llm.requests for m in body["messages"]]
     assert not any("review 21)" in text for text in asked)
+
+
+TOPIC_WORDS = {"Sports": ["the match ended", "a late goal", "the tennis final"],
+               "Politics": ["the election vote", "the senate bill", "a minister resigned"],
+               "Tech": ["new software release", "a faster chip", "open source code"]}  # fmt: skip
+TOPIC_SETS = [("Sports",), ("Politics",), ("Tech",), ("Sports", "Politics"), ("Politics", "Tech"), ("Sports", "Tech")]
+
+
+class MultiLabelStudio(FakeLabelStudio):
+    """The same stand-in for a multi-label project: news stories on one or two topics."""
+
+    def __init__(self, n: int, labelled: int) -> None:
+        self.truth = {i + 1: TOPIC_SETS[i % 6] for i in range(n)}
+        stories = [" and ".join(TOPIC_WORDS[t][(i // 6) % 3] for t in self.truth[i + 1]) + f" (story {i})"
+                   for i in range(n)]  # fmt: skip
+        super().__init__(stories, annotated={i: "" for i in range(1, labelled + 1)})
+        self.tasks = [{"id": task["id"], "data": {"body": task["data"]["text"]}} for task in self.tasks]
+
+    def label_config(self, project_id: int) -> str:
+        return MULTI
+
+    def iter_annotated_tasks(self, project_id: int):
+        for task in self.tasks:
+            if task["id"] in self.annotated:
+                result = [choice("topics", "body", *self.truth[task["id"]])]
+                yield {**task, "annotations": [{"id": task["id"], "result": result}]}
+
+
+def test_a_multi_label_project_is_ranked_and_stopped_on_whole_label_sets(job, redis_conn: redis.Redis) -> None:
+    ls = MultiLabelStudio(80, labelled=24)
+    ctx = job(ls, queue_size=5)
+    assert run_training(12, ls, ctx.store, 10)["status"] == "trained"  # type: ignore[arg-type]
+    model = ctx.store.load(12, ctx.store.latest_version(12)).model
+    pool = [task for task in ls.tasks if task["id"] not in ls.annotated]
+    pool_ids = [task["id"] for task in pool]
+    proba = model.predict_proba([task["data"]["body"] for task in pool])
+
+    result = run_ranking(12, ctx, "margin", 5)
+    assert result["strategy"] == "margin" and result["fallback"] is None
+    # the batch is the tasks with a label nearest its own 0.5 boundary, not the smallest gap between two labels
+    nearest_boundary = dict(zip(pool_ids, 1 - np.abs(2 * proba - 1).min(axis=1), strict=True))
+    batch = set(published_queue(redis_conn, 12)["order"])
+    assert len(batch) == 5
+    assert min(nearest_boundary[t] for t in batch) >= max(v for t, v in nearest_boundary.items() if t not in batch)
+
+    # the stop set records each model's whole predicted set, and the mean confidence is that set's probability
+    fixed = stop_set(redis_conn, 12, [])
+    texts = {task["id"]: task["data"].get("body") for task in ls.tasks}
+    expected = [json.dumps(sorted(p.labels)) for p in model.predict([texts[t] for t in fixed])]
+    recorded = rounds(redis_conn, 12)[-1]
+    assert recorded["stop_set_predictions"] == expected and any(len(json.loads(v)) > 1 for v in expected)
+    predicted = model.predict([task["data"]["body"] for task in pool])
+    assert recorded["mean_confidence"] == pytest.approx(np.mean([p.score for p in predicted]))
+
+    # a single-label-only strategy is refused, and the job's result says so
+    refused = run_ranking(12, ctx, "student_llm_disagreement", 5)
+    assert refused["strategy"] == "margin"
+    assert refused["fallback"] == ("strategy 'student_llm_disagreement' does not apply to multi-label tasks "
+                                   "(it supports single-label tasks); ranked by margin instead")  # fmt: skip
+    # a committee of multi-label students votes per label
+    committee = run_ranking(12, ctx, "vote_entropy", 5)
+    assert committee["strategy"] == "vote_entropy" and committee["fallback"] is None
+
+    # the same model four rounds running: Cohen's kappa over the label sets is 1
+    run_ranking(12, ctx, "entropy", 5)
+    stabilizing = next(s for s in stop_signals(redis_conn, 12) if s["name"] == "stabilizing_predictions")
+    assert stabilizing["value"] == 1.0 and stabilizing["triggered"]
