@@ -7,7 +7,8 @@ decides what to do when one fires. The rules:
 - label budget and dollar budget (human labels at a price each, plus what the LLM cost);
 - stabilizing predictions (Bloodgood & Vijay-Shanker, 2009): Cohen's kappa between successive
   models' labels on a fixed stop set stays at or above a threshold for k rounds in a row;
-- overall confidence: the student's mean max-probability on the pool reaches a threshold;
+- overall confidence: the student's mean probability of being right on the pool (its max probability;
+  multi-label: its predicted set's probability) reaches a threshold;
 - a plateau in human-checked accuracy: it gained less than epsilon over the last k rounds;
 - cost-aware (after Pullar-Strecker et al., 2024): the accuracy the next batch is expected to buy,
   from a log-linear fit of the recent learning curve, per dollar of its human and LLM cost.
@@ -28,9 +29,9 @@ class Round:
 
     labels: int  # human labels so far
     llm_dollars: float = 0.0  # dollars spent on the LLM so far
-    stop_set_predictions: Sequence[object] | None = None  # this round's model's labels on the fixed stop set
+    stop_set_predictions: Sequence[object] | None = None  # this round's labels (or label sets) on the fixed stop set
     checked_accuracy: float | None = None  # accuracy measured against human labels (e.g. checked predictions)
-    mean_confidence: float | None = None  # the student's mean max-probability over the unlabelled pool
+    mean_confidence: float | None = None  # the student's mean probability of being right over the unlabelled pool
 
 
 @dataclass(frozen=True)
