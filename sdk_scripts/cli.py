@@ -26,6 +26,7 @@ from backend.labeling import UnsupportedLabelConfig, parse_label_config, trainin
 from backend.labeling.templates import render
 from backend.labelstudio import LabelStudio, LabelStudioError
 from backend.settings import Settings, get_settings
+from sdk_scripts.backend_client import Backend, BackendError
 from sdk_scripts.readers import InputError, Record
 
 # beside the package in a checkout; in the Docker image the package is installed and the templates are in /app
@@ -76,10 +77,13 @@ def connect(args: argparse.Namespace, settings: Settings) -> int:
                                     webhook_headers=headers)  # fmt: skip
     print(f"project {project_id}: backend {backend_url} connected (ML backend id {backend_id});")
     print(f"webhook {backend_url.rstrip('/')}/webhook sends {'credentials' if headers else 'no credentials'}")
+    Backend(backend_url, auth).set_queue(project_id, args.queue)  # the backend ranks only where this says so
     if args.queue:
         version, _ = ls.project_settings(project_id)
         ls.set_model_version(project_id, version or "", sampling=UNCERTAINTY_SAMPLING)
         print(f"queue: Label Studio serves the backend's ranking ({UNCERTAINTY_SAMPLING})")
+    else:
+        print("queue: off for this project; the backend leaves LS's task order and sampling alone")
     return 0
 
 
@@ -185,7 +189,7 @@ def generate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def status(args: argparse.Namespace, settings: Settings) -> int:
-    from sdk_scripts.status import Backend, learning_curve_png, project_status
+    from sdk_scripts.status import learning_curve_png, project_status
 
     url = args.backend_url or settings.lsal_backend_url
     backend = Backend(url, _backend_auth(settings, args.backend_user, args.backend_password)) if url else None
@@ -286,7 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return int(args.run(args, get_settings()))
-    except (LabelStudioError, InputError, UnsupportedLabelConfig, UsageError) as exc:
+    except (LabelStudioError, InputError, UnsupportedLabelConfig, UsageError, BackendError) as exc:
         print(f"lsal-ops {args.command}: {exc}", file=sys.stderr)
         return 2
 

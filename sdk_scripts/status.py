@@ -11,35 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from backend.labeling import TaskSpec, parse_label_config, training_examples
 from backend.labelstudio import LabelStudio
 from backend.synthetic.assess import synthetic_effect
 from backend.synthetic.provenance import is_synthetic
-
-
-class BackendError(RuntimeError):
-    pass
-
-
-class Backend:
-    """The few read-only routes of our backend that status needs."""
-
-    def __init__(self, url: str, auth: tuple[str, str] | None = None, timeout: float = 30.0) -> None:
-        self.url = url.rstrip("/")
-        self.client = httpx.Client(base_url=self.url, auth=auth, timeout=timeout)
-
-    def get(self, path: str, project_id: int) -> dict[str, Any]:
-        try:
-            response = self.client.get(path, params={"project": project_id})
-        except httpx.HTTPError as exc:
-            raise BackendError(f"cannot reach the backend at {self.url}: {exc}") from exc
-        if response.status_code in (401, 403):
-            raise BackendError(f"the backend at {self.url} refused our credentials (BASIC_AUTH_USER/PASS)")
-        if response.status_code >= 400:
-            raise BackendError(f"the backend answered {response.status_code} to {path}: {response.text[:200]}")
-        return dict(response.json())
+from sdk_scripts.backend_client import Backend, BackendError
 
 
 @dataclass

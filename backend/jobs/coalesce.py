@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from backend.jobs.state import ProjectKeys
+
 
 class SlotStore(Protocol):
     def set_if_absent(self, key: str, value: str, ttl: int) -> bool: ...
@@ -32,14 +34,13 @@ class Decision:
 
 
 class TrainingCoalescer:
-    def __init__(self, store: SlotStore, ttl: int, prefix: str = "lsal", kind: str = "train") -> None:
+    def __init__(self, store: SlotStore, ttl: int, kind: str = "train") -> None:
         self.store = store
         self.ttl = ttl
-        self.prefix = prefix
         self.kind = kind  # one pair of slots per project and kind of job (training, pre-annotation)
 
     def _key(self, project_id: int, slot: str) -> str:
-        return f"{self.prefix}:{self.kind}:{int(project_id)}:{slot}"
+        return ProjectKeys(project_id).job_slot(self.kind, slot)
 
     def request(self, project_id: int, new_job_id: str) -> Decision:
         """Either claim the pending slot for `new_job_id` (enqueue it) or join the job that holds it."""

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from backend.jobs.state import ProjectKeys
 from backend.llm.annotator import StoredAnswer
 
 
 def _key(project_id: int) -> str:
-    return f"lsal:llm:{int(project_id)}:answers"
+    return ProjectKeys(project_id).llm_answers
 
 
 def save(conn: Any, project_id: int, answers: Mapping[int, StoredAnswer]) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 from backend.jobs import llm_answers, stats
 from backend.jobs.queue import PREANNOTATE, RANK, TRAIN, JobQueue
 from backend.jobs.running import JobContext, read_project, run_project_job
+from backend.jobs.state import ProjectState
 from backend.llm.annotator import StoredAnswer, few_shot_prompts, pre_label, prediction_item
 from backend.llm.cache import RedisCache
 from backend.llm.checks import published_calibration
@@ -162,8 +163,8 @@ def preannotate_project(project_id: int, reason: str = "") -> dict[str, Any]:
         price = ctx.settings.llm_price()
         queue = JobQueue(ctx.conn, ctx.settings)
         # with the queue on, it owns the project's model version: it re-ranks with the new pre-labels
-        rerank = (lambda _version: queue.request(project_id, "pre-annotated", RANK)) if ctx.settings.queue_enabled \
-            else None  # fmt: skip
+        queue_on = ProjectState(ctx.conn).queue_enabled(project_id, ctx.settings.queue_enabled)
+        rerank = (lambda _version: queue.request(project_id, "pre-annotated", RANK)) if queue_on else None
         return run_preannotation(
             project_id, ctx, client, price, lambda: queue.request(project_id, "llm seed", TRAIN), rerank
         )

@@ -25,6 +25,7 @@ from backend.jobs import llm_answers, stats
 from backend.jobs.preannotate import llm_client
 from backend.jobs.queue import RANK
 from backend.jobs.running import JobContext, read_project, run_project_job
+from backend.jobs.state import ProjectKeys, ProjectState
 from backend.labeling import Example, TaskSpec
 from backend.labeling.predictions import predict_tasks
 from backend.llm.annotator import StoredAnswer, pre_labels
@@ -50,11 +51,15 @@ UNCERTAINTY_SAMPLING = "Uncertainty sampling"
 PREDICT_CHUNK = 5000  # tasks per predict_proba call: bounded memory on large pools
 STOP_SET_SIZE = 500
 FALLBACK = "margin"  # needs only the student's probabilities, which a ranking always has; any task shape
+QUEUE_OFF = (
+    "the queue is off for this project (lsal-ops connect --no-queue, or QUEUE_ENABLED=false): "
+    "LS's model version and sampling are left alone"
+)
 JUDGED_PER_SLOT = 4  # LLM informativeness: judge this many of the most uncertain tasks per queue slot
 
 
 def _key(project_id: int, what: str) -> str:
-    return f"lsal:queue:{int(project_id)}:{what}"
+    return ProjectKeys(project_id).queue(what)
 
 
 def published_queue(conn: Any, project_id: int) -> dict[str, Any] | None:
@@ -155,6 +160,8 @@ def stop_set(conn: Any, project_id: int, candidates: Sequence[int]) -> list[int]
 
 def run_ranking(project_id: int, ctx: JobContext, strategy_name: str, size: int) -> dict[str, Any]:
     started = time.perf_counter()
+    if not ProjectState(ctx.conn).queue_enabled(project_id, ctx.settings.queue_enabled):
+        return {"status": "queue_off", "message": QUEUE_OFF}
     version = ctx.store.latest_version(project_id)
     stored = ctx.store.load(project_id, version) if version else None
     if stored is None:

@@ -16,6 +16,7 @@ from rq import get_current_job
 from backend.jobs import stats
 from backend.jobs.connection import connect
 from backend.jobs.queue import coalescer_for, job_timeout
+from backend.jobs.state import ProjectKeys
 from backend.labeling import Example, TaskSpec, parse_label_config, training_examples
 from backend.labelstudio import LabelStudio, LabelStudioError
 from backend.settings import Settings, get_settings
@@ -102,7 +103,7 @@ def run_project_job(kind: str, project_id: int, work: Callable[[JobContext], dic
             job.save_meta()
 
     try:
-        with project_lock(conn, f"lsal:{kind}:{int(project_id)}:lock", job_id, job_timeout(settings, kind)):
+        with project_lock(conn, ProjectKeys(project_id).job_lock(kind), job_id, job_timeout(settings, kind)):
             store = ModelStore(settings.models_path, keep=settings.keep_model_versions)
             ls = label_studio_for(settings, conn, project_id)
             result = work(JobContext(settings, conn, store, ls, progress))

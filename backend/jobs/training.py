@@ -13,10 +13,12 @@ from typing import Any
 from backend.jobs import llm_answers
 from backend.jobs.queue import RANK, TRAIN, JobQueue
 from backend.jobs.running import JobContext, run_project_job
+from backend.jobs.state import ProjectState
 from backend.labeling import Example, TaskSpec, parse_label_config, training_examples
 from backend.labelstudio import LabelStudio
 from backend.llm.annotator import StoredAnswer
 from backend.llm.checks import llm_checks
+from backend.settings import Settings
 from backend.student import ModelStore, StudentModel
 from backend.student.store import RELIABILITY_PNG
 
@@ -138,6 +140,13 @@ def run_training(
     }
 
 
+def request_ranking(conn: Any, settings: Settings, project_id: int, reason: str) -> dict[str, Any] | None:
+    """Queue a ranking when the project's queue is on (its own choice, else QUEUE_ENABLED); None when off."""
+    if not ProjectState(conn).queue_enabled(project_id, settings.queue_enabled):
+        return None
+    return JobQueue(conn, settings).request(project_id, reason, RANK)
+
+
 def train_project(project_id: int, reason: str = "") -> dict[str, Any]:
     """The rq job. Coalescing slots and a per-project lock keep one training per project at a time."""
 
@@ -147,8 +156,8 @@ def train_project(project_id: int, reason: str = "") -> dict[str, Any]:
             project_id, ctx.ls, ctx.store, ctx.settings.min_annotations, reason, ctx.progress, answers,
             ctx.settings.llm_label_weight, ctx.settings.auto_accept_precision,
         )  # fmt: skip
-        if result["status"] == "trained" and ctx.settings.queue_enabled:
-            JobQueue(ctx.conn, ctx.settings).request(project_id, f"trained {result['version']}", RANK)
+        if result["status"] == "trained":
+            request_ranking(ctx.conn, ctx.settings, project_id, f"trained {result['version']}")
         return result
 
     return run_project_job(TRAIN, project_id, work)

@@ -6,9 +6,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from backend.jobs.state import LLM_CACHE_PREFIX
+
 
 class RedisCache:
-    def __init__(self, conn: Any, ttl: int | None = 90 * 24 * 3600, prefix: str = "lsal:llm:cache:") -> None:
+    """Server-wide, not per project: backend/jobs/state.py says why."""
+
+    def __init__(self, conn: Any, ttl: int | None = 90 * 24 * 3600, prefix: str = LLM_CACHE_PREFIX) -> None:
         self.conn = conn
         self.ttl = ttl
         self.prefix = prefix

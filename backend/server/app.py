@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import threading
 import time
 import uuid
 from typing import Any
@@ -17,20 +16,24 @@ from backend import __version__
 from backend.jobs import llm_answers, ranking, stats
 from backend.jobs.connection import connect
 from backend.jobs.queue import PREANNOTATE, RANK, TRAIN, JobQueue
+from backend.jobs.state import ProjectState
 from backend.labeling.predictions import predict_tasks, task_ids
 from backend.llm.annotator import PreLabel, pre_labels
 from backend.llm.calibration import Calibrator
 from backend.llm.checks import published_calibration
 from backend.llm.routing import AUTO_ACCEPT
 from backend.server import metrics
+from backend.server.background import SerialRunner
 from backend.server.label_configs import LabelConfigs
 from backend.server.protocol import (
     IGNORED_ACTIONS,
     KNOWN_ACTIONS,
     PROJECT_DELETED,
     TASKS_CREATED,
+    TASKS_DELETED,
     TRAINING_ACTIONS,
     ProtocolError,
+    deleted_task_ids,
     parse_json_body,
     project_ref,
 )
@@ -57,6 +60,7 @@ class Backend:
         self.label_configs = LabelConfigs(settings.max_label_config_kb * 1024, settings.label_config_cache_mb * 2**20)
         self._ls_access: dict[int, tuple[str, str]] = {}
         self._calibrations: dict[tuple[int, str], tuple[Calibrator | None, float | None]] = {}
+        self._background = SerialRunner("lsal-redis-writes")
 
     def remember_ls_access(self, project_id: int, hostname: str, token: str) -> None:
         """Keep what /setup says about reaching LS for the workers, off the request path.
@@ -74,7 +78,24 @@ class Backend:
                 self._ls_access.pop(project_id, None)
                 log.warning("could not record LS access for project %s: %s", project_id, exc)
 
-        threading.Thread(target=write, name=f"remember-ls-{project_id}", daemon=True).start()
+        self._background.submit(write)
+
+    def forget_project(self, project_id: int) -> int:
+        """Forget the project's Redis state now (raises on a Redis failure); returns the keys deleted."""
+        self._ls_access.pop(project_id, None)
+        return ProjectState(self.conn).forget(project_id)
+
+    def forget_project_later(self, project_id: int) -> None:
+        """Forget it off the request path, before any LS access /setup records after this call."""
+        self._ls_access.pop(project_id, None)
+
+        def forget() -> None:
+            try:
+                ProjectState(self.conn).forget(project_id)
+            except Exception as exc:
+                log.error("project %s was re-bound but its Redis state could not be forgotten: %s", project_id, exc)
+
+        self._background.submit(forget)
 
     def calibration(self, project_id: int, version: str | None) -> tuple[Calibrator | None, float | None]:
         """The LLM calibration published with the student's `version` (parsed once per version)."""
@@ -209,7 +230,9 @@ def create_app(settings: Settings | None = None, conn: redis.Redis | None = None
             backend.label_configs.remember(ref.id, schema)
         if ref.uid and backend.store.bind_project_uid(ref.id, ref.uid):
             backend.registry.forget(ref.id)
-            log.warning("project %s was re-created in LS (%s): older models archived", ref.id, ref.uid)
+            backend.forget_project_later(ref.id)
+            log.warning("project %s was re-created in LS (%s): older models archived, its state forgotten", ref.id,
+                        ref.uid)  # fmt: skip
         if body.get("hostname") and body.get("access_token"):
             backend.remember_ls_access(ref.id, str(body["hostname"]), str(body["access_token"]))
         return jsonify(model_version=backend.store.prediction_version(ref.id) or UNTRAINED)
@@ -261,7 +284,14 @@ def create_app(settings: Settings | None = None, conn: redis.Redis | None = None
         if action == PROJECT_DELETED:
             backend.registry.forget(ref.id)
             archived = backend.store.archive_project(ref.id)
-            return jsonify(status="archived" if archived else "ignored", action=action), 200
+            try:
+                forgotten: dict[str, Any] = {"forgotten_keys": backend.forget_project(ref.id)}
+            except redis.RedisError as exc:  # the models are archived already: say so, and what is left
+                log.error("project %s deleted but its Redis state is kept: %s", ref.id, exc)
+                forgotten = {"message": f"Redis is unavailable, the project's state is kept: {exc}"}
+            return jsonify(status="archived" if archived else "ignored", action=action, **forgotten), 200
+        if action == TASKS_DELETED:  # Redis down: a 503, like the training it queues
+            ProjectState(backend.conn).drop(ref.id, deleted_task_ids(body))
         if action == TASKS_CREATED and not settings.llm_enabled:
             return jsonify(status="ignored", action=action, message="the LLM is off (LLM_ENABLED=false)"), 200
         kind = PREANNOTATE if action == TASKS_CREATED else TRAIN
@@ -303,8 +333,20 @@ def create_app(settings: Settings | None = None, conn: redis.Redis | None = None
         """The published active-learning queue (tasks in the order LS serves them), rounds and stop signals."""
         ref = project_ref(request.args.get("project"))
         conn = backend.conn
-        return jsonify(project=ref.id, queue=ranking.published_queue(conn, ref.id),
+        enabled = ProjectState(conn).queue_enabled(ref.id, settings.queue_enabled)
+        return jsonify(project=ref.id, enabled=enabled, queue=ranking.published_queue(conn, ref.id),
                        rounds=ranking.rounds(conn, ref.id), signals=ranking.stop_signals(conn, ref.id))  # fmt: skip
+
+    @app.post("/queue/settings")
+    def queue_settings() -> tuple[Response, int]:
+        """`{"project": <id>, "enabled": false}`: whether LS serves this project's ranking (kept in Redis)."""
+        body = _json_body()
+        ref = project_ref(body.get("project"))
+        enabled = body.get("enabled")
+        if not isinstance(enabled, bool):
+            raise ProtocolError("'enabled' must be true or false")
+        ProjectState(backend.conn).set_queue_enabled(ref.id, enabled)
+        return jsonify(project=ref.id, enabled=enabled), 200
 
     @app.post("/rank")
     def rank() -> tuple[Response, int]:

@@ -32,6 +32,7 @@ IGNORED_ACTIONS = frozenset(
     }
 )
 PROJECT_DELETED = "PROJECT_DELETED"
+TASKS_DELETED = "TASKS_DELETED"  # also a training action: the labels of deleted tasks leave the student
 TASKS_CREATED = "TASKS_CREATED"  # new tasks to pre-annotate (when the LLM is on)
 KNOWN_ACTIONS = TRAINING_ACTIONS | IGNORED_ACTIONS | {PROJECT_DELETED, TASKS_CREATED}
 MAX_PROJECT_ID = 2**31 - 1  # LS keys projects by a PostgreSQL/SQLite `integer`: positive, 32-bit
@@ -99,3 +100,19 @@ def parse_json_body(data: bytes) -> Any:
         raise ProtocolError("the request body is nested too deeply") from None
     except (ValueError, UnicodeDecodeError):  # JSONDecodeError is a ValueError
         raise ProtocolError("the request body must be JSON") from None
+
+
+def deleted_task_ids(body: Mapping[str, Any]) -> list[int]:
+    """The task ids of a TASKS_DELETED event: LS sends `"tasks": [{"id": 1}, ...]`. Entries that are not a
+    positive id (or an object with one) are skipped: the event still retrains, whatever its payload."""
+    tasks = body.get("tasks")
+    if not isinstance(tasks, list):
+        return []
+    ids = set()
+    for task in tasks:
+        value = task.get("id") if isinstance(task, Mapping) else task
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            ids.add(value)
+    return sorted(ids)

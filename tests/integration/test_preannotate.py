@@ -341,3 +341,23 @@ def test_a_multi_label_project_is_ranked_and_stopped_on_whole_label_sets(job, re
     run_ranking(12, ctx, "entropy", 5)
     stabilizing = next(s for s in stop_signals(redis_conn, 12) if s["name"] == "stabilizing_predictions")
     assert stabilizing["value"] == 1.0 and stabilizing["triggered"]
+
+
+def test_ranking_refuses_a_project_whose_queue_is_off_and_leaves_label_studio_alone(
+    job, redis_conn: redis.Redis
+) -> None:
+    from backend.jobs.state import ProjectState
+
+    labelled = {i: ("Positive" if i % 2 else "Negative") for i in range(1, 13)}
+    ls = FakeLabelStudio(texts(40), annotated=labelled)
+    ctx = job(ls, llm_enabled=False, queue_size=5)
+    assert run_training(10, ls, ctx.store, 10)["status"] == "trained"  # type: ignore[arg-type]
+    ProjectState(redis_conn).set_queue_enabled(10, False)  # what `lsal-ops connect --no-queue` records
+
+    result = run_ranking(10, ctx, "margin", 5)
+    assert result["status"] == "queue_off" and "connect --no-queue" in result["message"]
+    assert ls.imported == [] and ls.model_version is None and ls.sampling is None
+    assert published_queue(redis_conn, 10) is None
+
+    ProjectState(redis_conn).set_queue_enabled(10, True)
+    assert run_ranking(10, ctx, "margin", 5)["status"] == "ranked" and ls.sampling == "Uncertainty sampling"

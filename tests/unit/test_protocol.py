@@ -56,3 +56,19 @@ def test_predict_keeps_one_item_per_task_in_order() -> None:
 def test_predict_without_a_model_returns_empty_items() -> None:
     spec = parse_label_config(SINGLE)
     assert predict_tasks([{"data": {"text": "x"}}] * 3, spec, None, None) == [[], [], []]
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"tasks": [{"id": 3}, {"id": 1}, {"id": 3}]}, [1, 3]),  # what LS 1.23 sends
+        ({"tasks": [2, "7", {"id": "5"}]}, [2, 5, 7]),
+        ({"tasks": [{"id": None}, {"title": "x"}, True, -4, 0, 1.5, "x", [9], {"id": 8}]}, [8]),
+        ({"tasks": {"id": 1}}, []),
+        ({}, []),
+    ],
+)
+def test_deleted_task_ids_are_read_defensively(body: dict, expected: list[int]) -> None:
+    from backend.server.protocol import deleted_task_ids
+
+    assert deleted_task_ids(body) == expected

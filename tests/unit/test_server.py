@@ -146,8 +146,25 @@ def test_webhook_with_redis_down_is_a_clear_503(client: FlaskClient) -> None:
 def test_project_deleted_archives_its_models(client: FlaskClient, settings: Settings) -> None:
     _train(settings, project_id=3)
     response = client.post("/webhook", headers=AUTH, json={"action": "PROJECT_DELETED", "project": {"id": 3}})
-    assert response.json["status"] == "archived"
+    # this Redis refuses connections: the archive happened, so the webhook is still acknowledged, and says so
+    assert response.status_code == 200 and response.json["status"] == "archived"
+    assert "Redis is unavailable, the project's state is kept" in response.json["message"]
     assert ModelStore(settings.models_path).latest_version(3) is None
+
+
+def test_tasks_deleted_without_redis_is_a_503_not_a_500(client: FlaskClient) -> None:
+    body = {"action": "TASKS_DELETED", "project": {"id": 3}, "tasks": [{"id": 1}]}
+    response = client.post("/webhook", headers=AUTH, json=body)
+    assert response.status_code == 503 and response.json["error"] == "queue_unavailable"
+
+
+def test_queue_settings_need_a_boolean_and_auth(client: FlaskClient) -> None:
+    assert client.post("/queue/settings", json={"project": 3, "enabled": False}).status_code == 401
+    for enabled in (None, "false", 0):
+        response = client.post("/queue/settings", headers=AUTH, json={"project": 3, "enabled": enabled})
+        assert response.status_code == 400 and "'enabled' must be true or false" in response.json["message"]
+    dead = client.post("/queue/settings", headers=AUTH, json={"project": 3, "enabled": False})
+    assert dead.status_code == 503 and dead.json["error"] == "queue_unavailable"
 
 
 def test_errors_are_json_never_html(client: FlaskClient, settings: Settings) -> None:
