@@ -251,3 +251,42 @@ def test_connect_generate_status_and_export_reflect_what_label_studio_holds(
     with_llm = ops(label_studio, "export", "--project", str(project_id), "--out", str(tmp_path / "all.csv"),
                    "--with-llm", env=env)  # fmt: skip
     assert with_llm.returncode == 0 and "prediction/imported" in with_llm.stdout
+
+
+def test_connect_no_queue_leaves_label_studios_order_alone_after_trainings(
+    label_studio: LabelStudioServer, backend_for_ls: BackendProcess
+) -> None:
+    """The server-wide QUEUE_ENABLED is on; the project chose otherwise at connect, and keeps its choice."""
+    backend = backend_for_ls
+    data = trec6()
+    env = {"BASIC_AUTH_USER": backend.auth[0], "BASIC_AUTH_PASS": backend.auth[1],
+           "WEBHOOK_SECRET": backend.webhook_secret, "LSAL_BACKEND_URL": backend.url}  # fmt: skip
+    connect = ["connect", "--title", f"no queue {uuid.uuid4().hex[:6]}", "--labels", ",".join(data.classes)]
+    made = ops(label_studio, *connect, "--no-queue", env=env)
+    assert made.returncode == 0, made.stderr
+    project_id = int(re.search(r"project (\d+) \(.*\) created", made.stdout).group(1))  # type: ignore[union-attr]
+
+    ls = label_studio.sdk()
+    sampling = ls.projects.get(id=project_id).sampling
+    order = random.Random(11).sample(range(len(data)), 40)
+    ls.projects.import_tasks(id=project_id, request=[{"text": data.texts[i], "gold": data.labels[i]} for i in order])
+    tasks = list(ls.tasks.list(project=project_id, page_size=100))
+    for task in tasks[:12]:
+        annotate(label_studio, task.id, task.data["gold"])
+
+    def trained_and_idle() -> bool:
+        versions = backend.get("/versions", params={"project": project_id}).json()["versions"]
+        jobs = [backend.metric("lsal_jobs", state=state) or 0 for state in ("queued", "started", "deferred")]
+        return bool(versions) and not any(jobs)
+
+    wait_for(trained_and_idle, timeout=240, what=f"a training and an idle worker\n{backend.log_tail()}")
+    project = ls.projects.get(id=project_id)
+    assert project.sampling == sampling and not (project.model_version or "").startswith("queue")
+    assert backend.get("/queue", params={"project": project_id}).json()["queue"] is None
+    assert "queue: off for this project" in made.stdout
+    assert backend.get("/queue", params={"project": project_id}).json()["enabled"] is False
+
+    # connect without --no-queue turns it back on, at the backend and in LS
+    again = ops(label_studio, *connect, env=env)
+    assert again.returncode == 0 and "Uncertainty sampling" in again.stdout, again.stderr
+    assert backend.get("/queue", params={"project": project_id}).json()["enabled"] is True
