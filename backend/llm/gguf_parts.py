@@ -123,6 +123,7 @@ def assemble(split: SplitGGUF, part_paths: Sequence[Path], target: Path) -> Path
                 _copy_part(part, Path(path), out, whole)
             out.flush()
             os.fsync(out.fileno())
+            os.fchmod(out.fileno(), 0o644)  # mkstemp's 0600 would hide it from a server run as another user
         if whole.hexdigest() != split.sha256:
             raise PartsError(f"the joined parts hash to {whole.hexdigest()}, not the pinned {split.sha256}: "
                              f"reinstall {' '.join(split.requirements)}")  # fmt: skip

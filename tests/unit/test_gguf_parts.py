@@ -51,6 +51,7 @@ def test_the_parts_in_order_make_the_pinned_file(tmp_path: Path) -> None:
     assert hashlib.sha256(target.read_bytes()).hexdigest() == split.sha256
     assert _leftovers(target.parent) == ["model.gguf", "model.gguf.verified"]  # no temporary file left behind
     assert is_verified(split, target)
+    assert target.stat().st_mode & 0o777 == 0o644  # readable by a server run as another user (the Docker image)
 
 
 @pytest.mark.parametrize(
