@@ -148,6 +148,12 @@ def _write_stamp(target: Path, sha256: str) -> None:
     _stamp_path(target).write_text(json.dumps({"sha256": sha256, **_stat_key(target)}) + "\n")
 
 
+def discard(target: Path) -> None:
+    """Remove a file that failed its check, and its stamp."""
+    target.unlink(missing_ok=True)
+    _stamp_path(target).unlink(missing_ok=True)
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as source:

