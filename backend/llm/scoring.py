@@ -5,11 +5,13 @@ first generated token starts the answer; one forward pass then gives, in that to
 model's whole distribution over the labels. An alternative token belongs to every key it can start
 ("Pos" and " positive" both to "Positive": case and leading-space variants are summed).
 
-Two keys that one token can start ("Sports" and "Sportswear", "Not spam" and "Not sure") cannot be told
-apart by that token. Such label sets are answered with letter codes instead (A, B, C...), which every
-tokenizer keeps apart: chosen up front when the labels' first words are equal or one is a prefix of the
-other, and on evidence when the model's answer mass falls on tokens several keys share (a tokenizer may
-merge what the text rule does not see, "Pos" for "Positive" and "Posture").
+A token that can start several keys goes to those of them that are not shown whole elsewhere in the list:
+where "Negative" is a token of its own, the tokenizer spells "Negative" with it, so "Ne" starts "Neutral"
+(SmolLM2 does exactly this). Keys that one token still starts ("Sports" and "Sportswear", "Not spam" and
+"Not sure") cannot be told apart by that token. Such label sets are answered with letter codes instead
+(A, B, C...), which every tokenizer keeps apart: chosen up front when the labels' first words are equal or
+one is a prefix of the other, and on evidence when over 5% of the label mass falls on tokens several keys
+still share (a tokenizer may merge what the text rule does not see).
 """
 
 from __future__ import annotations
@@ -50,12 +52,13 @@ def key_matches(token: str, keys: Sequence[str]) -> list[int]:
     piece = token.strip().casefold()
     if not piece:
         return []
-    found = []
-    for i, key in enumerate(keys):
-        folded = key.casefold()
-        if folded.startswith(piece) or (piece.startswith(folded) and not piece[len(folded) :][:1].isalnum()):
-            found.append(i)
-    return found
+    return [i for i, key in enumerate(keys) if key.casefold().startswith(piece) or _completes(piece, key)]
+
+
+def _completes(piece: str, key: str) -> bool:
+    """Whether a (stripped, casefolded) token is the whole key, maybe with punctuation after it."""
+    folded = key.casefold()
+    return piece.startswith(folded) and not piece[len(folded) :][:1].isalnum()
 
 
 @dataclass(frozen=True)
@@ -70,16 +73,21 @@ def first_token_distribution(
     """P(label) from the top logprobs (token, logprob) at the first answer token; None if no token starts a key.
 
     Mass on tokens that start no key is dropped (the model was asked for a key); a token several keys
-    start is split evenly among them. A label none of whose tokens is shown gets the least probability
-    shown (no unseen token is more likely), so a model is never reported surer than its top-k allows.
+    start goes to those not shown whole elsewhere, split evenly if still several. A label none of whose
+    tokens is shown gets the least probability shown (no unseen token is more likely), so a model is
+    never reported surer than its top-k allows.
     """
     if len(keys) != len(labels):
         raise ValueError(f"{len(keys)} keys for {len(labels)} labels")
     mass = [0.0] * len(keys)
     seen: set[int] = set()
     shared = 0.0
-    for token, logprob in top:
+    pieces = [token.strip().casefold() for token, _ in top]
+    whole = {i for piece in pieces if piece for i, key in enumerate(keys) if _completes(piece, key)}
+    for (token, logprob), piece in zip(top, pieces, strict=True):
         matches = key_matches(token, keys)
+        if len(matches) > 1:  # a key shown whole elsewhere does not start with this shorter token
+            matches = [i for i in matches if i not in whole or _completes(piece, keys[i])] or matches
         p = math.exp(logprob)
         if len(matches) > 1:
             shared += p

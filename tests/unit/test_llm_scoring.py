@@ -110,3 +110,12 @@ def test_multi_label_prompts_stay_json_when_scoring_is_asked() -> None:
     spec = parse_label_config(CONFIG.replace('choice="single"', 'choice="multiple"'))
     prompt = build_prompt(spec, "text", scored=True)
     assert prompt.keys == () and '"labels"' in prompt.messages[0]["content"]
+
+
+def test_a_shared_prefix_token_goes_to_the_label_not_shown_whole() -> None:
+    # SmolLM2 spells "Negative" as one token and "Neutral" as "Ne" + "utral": "Ne" is Neutral's start
+    scored = first_token_distribution(top(("Positive", 0.4), ("Ne", 0.24), ("N", 0.03), ("Negative", 0.012)),
+                                      LABELS, LABELS)  # fmt: skip
+    assert scored is not None and scored.ambiguous == 0
+    assert scored.distribution == pytest.approx({"Positive": 0.4 / 0.682, "Negative": 0.012 / 0.682,
+                                                 "Neutral": 0.27 / 0.682})  # fmt: skip
