@@ -348,8 +348,8 @@ class LLMClient:
     ) -> list[LLMAnswer | None]:
         """Annotate in parallel (bounded); a None item was not attempted because the circuit opened.
 
-        Sent grouped by prompt prefix (instructions, labels, few-shot turns), each group in its first
-        prompt's place, so that consecutive requests share the longest prefix a server can keep cached."""
+        Sent in prompt-prefix order (instructions, labels, few-shot turns), so that consecutive requests
+        share the longest prefix a server can keep cached; answered in the prompts' order."""
         order = prefix_order(prompts)
         answers = self._map(lambda prompt: self.annotate(spec, prompt), [prompts[i] for i in order], progress)
         results: list[LLMAnswer | None] = [None] * len(prompts)
@@ -442,11 +442,9 @@ def _logprob_answer(
 
 
 def prefix_order(prompts: Sequence[Prompt]) -> list[int]:
-    """Indices of `prompts`, those with the same prefix together, groups in order of first appearance."""
-    first_seen: dict[str, int] = {}
-    for i, prompt in enumerate(prompts):
-        first_seen.setdefault(prompt.prefix(), i)
-    return sorted(range(len(prompts)), key=lambda i: (first_seen[prompts[i].prefix()], i))
+    """Indices of `prompts` sorted by prefix (stable): the same prefixes together, and neighbours sharing the
+    longest part of theirs (same instructions, then the same first examples) next to each other."""
+    return sorted(range(len(prompts)), key=lambda i: prompts[i].prefix())
 
 
 def _parse_keyed(text: str, spec: TaskSpec, keys: Sequence[str]) -> tuple[str, ...] | None:

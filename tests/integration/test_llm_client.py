@@ -261,7 +261,7 @@ def test_a_batch_is_sent_grouped_by_prompt_prefix_and_answered_in_order(scripted
     answers = client(scripted_llm, concurrency=1).annotate_many(SPEC, prompts)
     assert [a.labels for a in answers] == [("Negative",) if i % 3 == 0 else ("Positive",) for i in range(6)]
     sent = [r["messages"][-1]["content"].split()[-2] for r in scripted_llm.requests]
-    assert sent == ["0", "2", "4", "1", "3", "5"]  # each few-shot block's items one after another
+    assert sent in (["1", "3", "5", "0", "2", "4"], ["0", "2", "4", "1", "3", "5"])  # each block's items together
 
 
 def test_without_logprobs_a_scored_prompt_falls_back_to_votes_over_its_keys(scripted_llm: ScriptedLLM) -> None:

@@ -7,6 +7,7 @@ import math
 import pytest
 
 from backend.labeling import Example, parse_label_config
+from backend.llm.client import prefix_order
 from backend.llm.prompts import build_prompt
 from backend.llm.scoring import answer_keys, first_token_distribution, key_matches, names_collide, scoreable
 
@@ -119,3 +120,14 @@ def test_a_shared_prefix_token_goes_to_the_label_not_shown_whole() -> None:
     assert scored is not None and scored.ambiguous == 0
     assert scored.distribution == pytest.approx({"Positive": 0.4 / 0.682, "Negative": 0.012 / 0.682,
                                                  "Neutral": 0.27 / 0.682})  # fmt: skip
+
+
+def test_requests_are_ordered_so_that_neighbours_share_the_longest_prefix() -> None:
+    spec = parse_label_config(CONFIG.replace("Sportswear", "Politics"))
+    a, b, c = (Example(i, text, ("Tech",)) for i, text in enumerate(("alpha", "beta", "gamma")))
+    blocks = [[a, b], [c], [a, c], [a, b], [c]]
+    prompts = [build_prompt(spec, f"item {i}", shots, scored=True) for i, shots in enumerate(blocks)]
+    order = prefix_order(prompts)
+    assert sorted(order) == list(range(5))
+    assert [blocks[i] for i in order] == [[a, b], [a, b], [a, c], [c], [c]]  # [a, b] then [a, c]: "a" shared
+    assert order[:2] == [0, 3] and order[3:] == [1, 4]  # stable within a block
