@@ -253,7 +253,7 @@ class LLMClient:
         structured = not prompt.keys  # a scored prompt asks for the bare key, which a JSON grammar would forbid
         try:
             if prompt.keys and self._logprobs and not spec.multi_label:
-                scored = self._score(spec, prompt, usage, texts)
+                scored, usage = self._score(spec, prompt, usage, texts)
                 if scored is not None:
                     return scored
             if self._logprobs and not prompt.keys:
@@ -263,7 +263,6 @@ class LLMClient:
                 labels = parse_answer(first.text, spec.labels, spec.multi_label)
                 if first.tokens:  # the endpoint gives logprobs: more samples would cost k times as much
                     return _logprob_answer(spec, first, labels, usage, texts)
-                self._logprobs = False
                 answers, start = [labels], 1
             else:  # no logprobs: ask k samples and measure agreement
                 answers, start = [], 0
@@ -287,10 +286,10 @@ class LLMClient:
         best_label = max(spec.labels, key=lambda label: votes[label])
         return LLMAnswer((best_label,), votes[best_label], votes, "votes", usage, texts)
 
-    def _score(self, spec: TaskSpec, prompt: Prompt, usage: Usage, texts: list[str]) -> LLMAnswer | None:
-        """The label distribution from the first answer token of a scored prompt; None when the endpoint
-        returned no logprobs (the caller samples instead). Label names that turn out to share first tokens
-        are asked again, and from then on, by letter codes."""
+    def _score(self, spec: TaskSpec, prompt: Prompt, usage: Usage, texts: list[str]) -> tuple[LLMAnswer | None, Usage]:
+        """The label distribution from the first answer token of a scored prompt, and the usage so far; no
+        answer when the endpoint returned no logprobs (the caller samples instead). Label names that turn
+        out to share first tokens are asked again, and from then on, by letter codes."""
         if prompt.coded is not None and tuple(spec.labels) in self._coded:
             prompt = prompt.coded
         completion, cached = self._complete(prompt.messages, spec, self.config.temperature, 0, None, 1, False)
@@ -298,7 +297,7 @@ class LLMClient:
         texts.append(completion.text)
         if not completion.tokens:
             self._logprobs = False
-            return None
+            return None, usage
         first = completion.tokens[0]
         top = dict(first.top)
         top.setdefault(first.token, first.logprob)
@@ -308,9 +307,9 @@ class LLMClient:
             self._coded.add(tuple(spec.labels))
             return self._score(spec, prompt.coded, usage, texts)
         if scored is None:
-            return LLMAnswer(None, None, None, "scored", usage, texts, error="no top token starts a label")
+            return LLMAnswer(None, None, None, "scored", usage, texts, error="no top token starts a label"), usage
         best = max(spec.labels, key=lambda label: scored.distribution[label])
-        return LLMAnswer((best,), scored.distribution[best], scored.distribution, "scored", usage, texts)
+        return LLMAnswer((best,), scored.distribution[best], scored.distribution, "scored", usage, texts), usage
 
     def judge(self, prompt: Prompt, schema: dict[str, Any]) -> tuple[float | None, Usage]:
         """The number an informativeness prompt asks for (its "score"), or None when the answer has none;

@@ -269,3 +269,12 @@ def test_without_logprobs_a_scored_prompt_falls_back_to_votes_over_its_keys(scri
     answer = client(scripted_llm, samples=3).annotate(SPEC, build_prompt(SPEC, "awful", scored=True))
     assert answer.method == "votes" and answer.labels == ("Negative",) and answer.confidence == 1.0
     assert [r["max_tokens"] for r in scripted_llm.requests] == [1, 64, 64, 64]
+    assert answer.usage.requests == 4  # the one-token request that found no logprobs is counted too
+
+
+def test_without_logprobs_a_coded_prompt_is_read_by_its_codes(scripted_llm: ScriptedLLM) -> None:
+    spec = parse_label_config(SINGLE.replace('"Positive"', '"Sports"').replace('"Negative"', '"Sportswear"'))
+    scripted_llm.push(Reply("B"), Reply("B."), Reply("Answer: B"), Reply("A"))
+    answer = client(scripted_llm, samples=3).annotate(spec, build_prompt(spec, "running shoes", scored=True))
+    assert answer.method == "votes" and answer.labels == ("Sportswear",)
+    assert answer.distribution == pytest.approx({"Sports": 1 / 3, "Sportswear": 2 / 3})
