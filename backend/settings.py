@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     llm_job_wait_seconds: float = Field(
         300.0, gt=0, description="seconds an LLM job may spend in all on requests that fail or hang, then it stops"
     )
+    llm_strong_base_url: str | None = Field(
+        None, description="a second, costlier OpenAI-compatible endpoint: the cascade's last stage; unset: none"
+    )
+    llm_strong_model: str | None = Field(None, description="the model name the strong endpoint expects")
+    llm_strong_api_key: str = "not-needed"
     llm_budget_usd: float | None = Field(None, description="LLM spending limit per project, USD; unset: none")
     llm_prices: str = Field("", description='extra prices, "model=input/output,..." in USD per 1M tokens')
     llm_few_shot: int = Field(4, description="human-labelled examples per prompt")
@@ -90,6 +95,8 @@ class Settings(BaseSettings):
         "lsal_backend_url",
         "llm_base_url",
         "llm_embedded_url",
+        "llm_strong_base_url",
+        "llm_strong_model",
         "llm_budget_usd",
         "label_budget",
         "total_budget_usd",
@@ -105,6 +112,12 @@ class Settings(BaseSettings):
             given, missing = ("BASIC_AUTH_USER", "BASIC_AUTH_PASS") if self.basic_auth_user else (
                 "BASIC_AUTH_PASS", "BASIC_AUTH_USER")  # fmt: skip
             raise ValueError(f"{given} is set but {missing} is not: set both for basic auth, or neither")
+        return self
+
+    @model_validator(mode="after")
+    def _strong_endpoint_names_its_model(self) -> Settings:
+        if self.llm_strong_base_url and not self.llm_strong_model:
+            raise ValueError("LLM_STRONG_BASE_URL is set but LLM_STRONG_MODEL is not: name the strong model")
         return self
 
     @property
@@ -127,6 +140,10 @@ class Settings(BaseSettings):
 
     def llm_price(self) -> Price:
         return price_for(self.llm_model, parse_prices(self.llm_prices), local=self.llm_is_local)
+
+    def llm_strong_price(self) -> Price:
+        """The strong model's price: always from the table (a self-hosted one is priced 0/0 in LLM_PRICES)."""
+        return price_for(self.llm_strong_model or "", parse_prices(self.llm_prices))
 
     @property
     def auth_enabled(self) -> bool:

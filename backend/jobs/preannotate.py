@@ -6,20 +6,30 @@ predictions into LS. A task already answered by the same model is skipped, so a 
 a failure half-way costs nothing for what was done. With no student model and few human labels yet,
 the first tasks labelled are a diverse seed (k-center greedy) that the student then trains on: the
 cold start.
+
+With a strong endpoint (LLM_STRONG_BASE_URL) the LLMs form a cascade (llm/cascade.py): only the tasks
+whose cheap answer is below the cheap LLM's calibrated threshold (or that got no usable answer) are
+asked of the strong LLM, whose answers are kept and checked apart; each stage's tokens, dollars and
+seconds, and the stage that answered each task, are kept per project.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from backend.jobs import llm_answers, stats
 from backend.jobs.queue import PREANNOTATE, RANK, TRAIN, JobQueue
 from backend.jobs.running import JobContext, read_project, run_project_job
 from backend.jobs.state import ProjectState
-from backend.llm.annotator import StoredAnswer, few_shot_prompts, pre_label, prediction_item
+from backend.llm.annotator import PreLabel, StoredAnswer, few_shot_prompts, pre_label, pre_labels, prediction_item
 from backend.llm.cache import RedisCache
+from backend.llm.calibration import Calibrator
+from backend.llm.cascade import ACCEPT, ASK, CHEAP, HUMAN, STRONG, Stage, StageCost, Step, next_step, stage_with
 from backend.llm.checks import published_calibration
 from backend.llm.client import LLMAnswer, LLMClient, LLMConfig
 from backend.llm.cost import Budget, BudgetExceeded, Price, Usage, dollars
@@ -47,6 +57,41 @@ def llm_client(settings: Settings, conn: Any) -> LLMClient | None:
     return LLMClient(config, cache=RedisCache(conn))
 
 
+def strong_llm_client(settings: Settings, conn: Any) -> LLMClient | None:
+    """The cascade's strong endpoint (LLM_STRONG_BASE_URL) with the Redis cache; None when not configured."""
+    if not settings.llm_enabled or settings.llm_strong_base_url is None or settings.llm_strong_model is None:
+        return None
+    config = LLMConfig(
+        base_url=settings.llm_strong_base_url,
+        model=settings.llm_strong_model,
+        api_key=settings.llm_strong_api_key,
+        timeout=settings.llm_timeout,
+        wait_budget=settings.llm_job_wait_seconds,
+        concurrency=settings.llm_concurrency,
+    )
+    return LLMClient(config, cache=RedisCache(conn))
+
+
+@dataclass(frozen=True)
+class LLMStage:
+    """One LLM of the cascade in this run: its endpoint, price and the calibration its checks published."""
+
+    name: str
+    client: LLMClient
+    price: Price
+    calibrator: Calibrator | None
+    threshold: float | None
+
+    @property
+    def stage(self) -> Stage:
+        calibrated = self.calibrator is not None and self.calibrator.fitted_method is not None
+        # an uncalibrated score has not been checked against humans: it accepts nothing
+        return stage_with(self.name, self.threshold if calibrated else None)
+
+    def label(self, answer: StoredAnswer) -> PreLabel:
+        return pre_label(answer, self.calibrator, self.threshold)
+
+
 def _batches(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
     return [items[i : i + size] for i in range(0, len(items), max(1, size))]
 
@@ -58,9 +103,11 @@ def run_preannotation(
     price: Price,
     on_seed_ready: Callable[[], None] = lambda: None,
     on_done: Callable[[str], None] | None = None,
+    strong: tuple[LLMClient, Price] | None = None,
 ) -> dict[str, Any]:
     """Pre-label the project's unlabelled tasks. `on_done(version)` runs once predictions were pushed; by
-    default it makes `version` the one LS shows (the queue, when on, re-ranks instead)."""
+    default it makes `version` the one LS shows (the queue, when on, re-ranks instead). `strong`: the
+    cascade's strong LLM and its price, asked only for the tasks the cheap one is unsure of."""
     on_done = on_done or (lambda version: ctx.ls.set_model_version(project_id, version))
     settings = ctx.settings
     ctx.progress("reading the label config and tasks")
@@ -83,7 +130,14 @@ def run_preannotation(
 
     revision = ctx.store.bump_llm_revision(project_id)
     student = ctx.store.latest_version(project_id)
-    calibrator, threshold = published_calibration(ctx.store.meta(project_id, student) if student else {})
+    meta = ctx.store.meta(project_id, student) if student else {}
+    cheap = LLMStage(CHEAP, client, price, *published_calibration(meta))
+    strong_stage = None
+    if strong is not None:
+        strong_checks = {"llm_checks": meta.get("strong_llm_checks")}
+        strong_stage = LLMStage(STRONG, *strong, *published_calibration(strong_checks))
+    stages = [cheap.stage] + ([strong_stage.stage] if strong_stage else [])
+    routed: Counter[str] = Counter()
     budget = Budget(settings.llm_budget_usd)
     spent = stats.llm_spend(ctx.conn, project_id).get("dollars", 0.0)
     done = failed = pushed = 0
@@ -97,18 +151,23 @@ def run_preannotation(
         except BudgetExceeded as exc:
             status, message = "budget_spent", str(exc)
             break
+        started = time.perf_counter()
         results = client.annotate_many(spec, prompts)
+        seconds = time.perf_counter() - started
         usage = sum((r.usage for r in results if r is not None), Usage())
         spent = stats.record_llm_usage(ctx.conn, project_id, usage, price)
         fresh = _keep(batch, results, client.config.model, seed)
         llm_answers.save(ctx.conn, project_id, fresh)
-        version = ctx.store.prediction_version(project_id) or revision
-        predictions = []
-        for task, answer in fresh.items():
-            item = prediction_item(spec, pre_label(answer, calibrator, threshold), version)
-            if item is not None:
-                predictions.append({"task": task, **item})
-        pushed += ctx.ls.import_predictions(project_id, predictions)
+        labels = {task: cheap.label(answer) for task, answer in fresh.items()}
+        decided = {task: _decided(next_step(stages, {CHEAP: label.score})) for task, label in labels.items()}
+        cost = StageCost()
+        cost.add(len(batch), sum(1 for stage in decided.values() if stage == CHEAP), usage, price, seconds)
+        decided = {task: stage for task, stage in decided.items() if stage != STRONG}  # the strong pass decides
+        stats.record_cascade(ctx.conn, project_id, {CHEAP: cost}, decided)
+        routed.update(decided.values())
+        # a task on its way to the strong LLM gets its prediction from there
+        shown = {task: label for task, label in labels.items() if task in decided}
+        pushed += _push(ctx, project_id, spec, shown, ctx.store.prediction_version(project_id) or revision)
         done += len(fresh)
         failed += sum(1 for r in results if r is not None and r.labels is None)
         if any(r is None for r in results):
@@ -120,6 +179,14 @@ def run_preannotation(
             on_seed_ready()
             seed_left = -1  # once
         ctx.progress(f"{done + failed} of {len(todo)} tasks pre-annotated ({failed} without a usable answer)")
+    strong_done = 0
+    if strong_stage is not None and status == "done":
+        ctx.progress("asking the strong LLM about the tasks the cheap one is unsure of")
+        status, message, strong_done, strong_pushed = _strong_pass(
+            project_id, ctx, project, cheap, strong_stage, stages, budget, spent, revision, routed
+        )
+        pushed += strong_pushed
+        spent = stats.llm_spend(ctx.conn, project_id).get("dollars", 0.0)
     final_version = ctx.store.prediction_version(project_id)
     if pushed and final_version:
         on_done(final_version)
@@ -135,7 +202,93 @@ def run_preannotation(
         "seed": len(seed),
         "remaining": max(0, len(todo) - done - failed),
         "dollars": round(spent, 6),
+        "strong_annotated": strong_done,
+        "routed": dict(routed),  # tasks this run by the stage that answered them, or "human"
     }
+
+
+def _decided(step: Step) -> str:
+    """The stage whose label an item keeps, STRONG while the strong LLM is still to be asked, or HUMAN."""
+    if step.action == ACCEPT and step.stage is not None:
+        return step.stage
+    return STRONG if step.action == ASK and step.stage == STRONG else HUMAN
+
+
+def _push(ctx: JobContext, project_id: int, spec: Any, labels: Mapping[int, PreLabel], version: str) -> int:
+    predictions = []
+    for task, label in labels.items():
+        item = prediction_item(spec, label, version)
+        if item is not None:
+            predictions.append({"task": task, **item})
+    return ctx.ls.import_predictions(project_id, predictions) if predictions else 0
+
+
+def _strong_pass(
+    project_id: int,
+    ctx: JobContext,
+    project: Any,
+    cheap: LLMStage,
+    strong: LLMStage,
+    stages: Sequence[Stage],
+    budget: Budget,
+    spent: float,
+    revision: str,
+    routed: Counter[str],
+) -> tuple[str, str, int, int]:
+    """Ask the strong LLM about the pool's tasks whose cheap answer is below the cheap threshold (or that
+    have none), unless it answered them already; returns (status, message, answered, pushed)."""
+    model = strong.client.config.model
+    tasks = [task for task, _ in project.pool]
+    cheap_answers = llm_answers.get_many(ctx.conn, project_id, tasks)
+    cheap_labels = dict(zip(cheap_answers, pre_labels(list(cheap_answers.values()), cheap.calibrator,
+                                                       cheap.threshold), strict=True))  # fmt: skip
+    known = llm_answers.get_many(ctx.conn, project_id, tasks, STRONG)
+    own = {task for task, generator in project.generators.items() if generator == model}
+    todo = [(task, text) for task, text in project.pool
+            if task not in own and (task not in known or known[task].model != model)
+            and _cheap_step(stages, cheap_labels.get(task)).stage == STRONG]  # fmt: skip
+    done = pushed = 0
+    for batch in _batches(todo, ctx.settings.llm_batch_size):
+        prompts = few_shot_prompts(project.spec, [text for _, text in batch], project.human, ctx.settings.llm_few_shot)
+        estimate = Usage(sum(p.estimated_tokens for p in prompts), strong.client.config.max_tokens * len(prompts))
+        try:
+            budget.check(spent, dollars(estimate, strong.price))
+        except BudgetExceeded as exc:
+            return "budget_spent", str(exc), done, pushed
+        started = time.perf_counter()
+        results = strong.client.annotate_many(project.spec, prompts)
+        seconds = time.perf_counter() - started
+        usage = sum((r.usage for r in results if r is not None), Usage())
+        spent = stats.record_llm_usage(ctx.conn, project_id, usage, strong.price)
+        fresh = _keep(batch, results, model, set())
+        llm_answers.save(ctx.conn, project_id, fresh, STRONG)
+        labels = {task: strong.label(answer) for task, answer in fresh.items()}
+        decided = {}
+        for task, _ in batch:
+            confidence = {CHEAP: _score(cheap_labels.get(task)), STRONG: _score(labels.get(task))}
+            decided[task] = _decided(next_step(stages, confidence))
+        cost = StageCost()
+        cost.add(len(batch), sum(1 for stage in decided.values() if stage == STRONG), usage, strong.price, seconds)
+        stats.record_cascade(ctx.conn, project_id, {STRONG: cost}, decided)
+        routed.update(decided.values())
+        # the strong answer is shown where there is one, else the cheap one
+        shown = {task: labels.get(task) or cheap_labels[task] for task, _ in batch
+                 if task in labels or task in cheap_labels}  # fmt: skip
+        pushed += _push(ctx, project_id, project.spec, shown, ctx.store.prediction_version(project_id) or revision)
+        done += len(fresh)
+        if any(r is None for r in results):
+            return "llm_unavailable", f"the strong LLM stopped answering: {strong.client.stop_reason}; re-run later", \
+                done, pushed  # fmt: skip
+        ctx.progress(f"{done} of {len(todo)} unsure tasks answered by the strong LLM")
+    return "done", "", done, pushed
+
+
+def _score(label: PreLabel | None) -> float | None:
+    return None if label is None else label.score
+
+
+def _cheap_step(stages: Sequence[Stage], label: PreLabel | None) -> Step:
+    return next_step(stages, {CHEAP: _score(label)})
 
 
 def _keep(
@@ -165,8 +318,10 @@ def preannotate_project(project_id: int, reason: str = "") -> dict[str, Any]:
         # with the queue on, it owns the project's model version: it re-ranks with the new pre-labels
         queue_on = ProjectState(ctx.conn).queue_enabled(project_id, ctx.settings.queue_enabled)
         rerank = (lambda _version: queue.request(project_id, "pre-annotated", RANK)) if queue_on else None
+        strong_client = strong_llm_client(ctx.settings, ctx.conn)
+        strong = (strong_client, ctx.settings.llm_strong_price()) if strong_client else None
         return run_preannotation(
-            project_id, ctx, client, price, lambda: queue.request(project_id, "llm seed", TRAIN), rerank
+            project_id, ctx, client, price, lambda: queue.request(project_id, "llm seed", TRAIN), rerank, strong
         )
 
     return run_project_job(PREANNOTATE, project_id, work)

@@ -1,6 +1,7 @@
 """The owner of every Redis key the backend writes: each key is named here and nowhere else.
 
-Per project (`ProjectKeys`): the LLM answers per task, the job outcomes and LLM spend, how to reach
+Per project (`ProjectKeys`): the LLM answers per task (the strong LLM's apart), the cascade's
+per-stage totals and the stage that answered each task, the job outcomes and LLM spend, how to reach
 LS, the queue choice, the published queue and its history (current batch, stop signals, rounds, stop
 set, batch number), and the coalescing slots and locks of its jobs. Server-wide (module constants):
 the job outcome counters, the sets of projects with stats, and the LLM response cache.
@@ -52,6 +53,18 @@ class ProjectKeys:
         return f"{PREFIX}:llm:{self._id}:answers"
 
     @property
+    def strong_llm_answers(self) -> str:  # hash: task id -> StoredAnswer JSON of the cascade's strong LLM
+        return f"{PREFIX}:llm:{self._id}:answers:strong"
+
+    @property
+    def cascade_spend(self) -> str:  # hash: "<stage>:<field>" -> running total (items, accepted, tokens, ...)
+        return f"{PREFIX}:stats:cascade:{self._id}"
+
+    @property
+    def cascade_stage(self) -> str:  # hash: task id -> the cascade stage whose label was accepted, or "human"
+        return f"{PREFIX}:cascade:{self._id}:stage"
+
+    @property
     def stats(self) -> str:  # hash: the last outcome of each kind of job
         return f"{PREFIX}:stats:project:{self._id}"
 
@@ -80,7 +93,8 @@ class ProjectKeys:
 
     def forgettable(self) -> list[str]:
         """Every key `forget` deletes: all but the job slots and locks (see the module docstring)."""
-        return [self.llm_answers, self.stats, self.llm_spend, self.ls_access, self.queue_choice,
+        return [self.llm_answers, self.strong_llm_answers, self.cascade_spend, self.cascade_stage, self.stats,
+                self.llm_spend, self.ls_access, self.queue_choice,
                 *(self.queue(part) for part in QUEUE_PARTS)]  # fmt: skip
 
 
@@ -110,7 +124,9 @@ class ProjectState:
         if not gone:
             return
         keys = ProjectKeys(project_id)
-        self.conn.hdel(keys.llm_answers, *(str(t) for t in sorted(gone)))
+        fields = [str(t) for t in sorted(gone)]
+        for key in (keys.llm_answers, keys.strong_llm_answers, keys.cascade_stage):
+            self.conn.hdel(key, *fields)
         self._edit_json(keys.queue("stop_set"), lambda ids: without_tasks(ids, gone))
         self._edit_json(keys.queue("current"), lambda queue: {**queue, "order": without_tasks(queue["order"], gone)})
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from backend.jobs.state import LLM_PROJECTS, STATS_PROJECTS, ProjectKeys, runs_counter
+from backend.llm.cascade import HUMAN, StageCost
 from backend.llm.cost import Price, Usage, dollars
 
 # per job kind other than training: the runs counter, the prefix of its fields, the result fields kept
@@ -100,3 +102,32 @@ def llm_spend(conn: Any, project_id: int) -> dict[str, float]:
 
 def llm_projects(conn: Any) -> list[int]:
     return sorted(int(p) for p in conn.smembers(LLM_PROJECTS))
+
+
+def record_cascade(conn: Any, project_id: int, costs: Mapping[str, StageCost], routed: Mapping[int, str]) -> None:
+    """Add one batch's per-stage totals to the project's, and note which stage answered each task (or
+    "human": every stage asked was unsure); tasks routed to a human are counted as the human's items."""
+    keys = ProjectKeys(project_id)
+    pipe = conn.pipeline()
+    for stage, cost in costs.items():
+        for name, value in cost.fields().items():
+            pipe.hincrbyfloat(keys.cascade_spend, f"{stage}:{name}", value)
+    humans = sum(1 for stage in routed.values() if stage == HUMAN)
+    if humans:
+        pipe.hincrbyfloat(keys.cascade_spend, f"{HUMAN}:items", humans)
+    if routed:
+        pipe.hset(keys.cascade_stage, mapping={str(task): stage for task, stage in routed.items()})
+    pipe.execute()
+
+
+def cascade_totals(conn: Any, project_id: int) -> dict[str, dict[str, float]]:
+    """{stage: {items, accepted, prompt_tokens, completion_tokens, requests, dollars, seconds}} so far."""
+    out: dict[str, dict[str, float]] = {}
+    for raw, value in conn.hgetall(ProjectKeys(project_id).cascade_spend).items():
+        stage, _, name = raw.decode().partition(":")
+        out.setdefault(stage, {})[name] = float(value)
+    return out
+
+
+def cascade_stages(conn: Any, project_id: int) -> dict[int, str]:
+    return {int(task): stage.decode() for task, stage in conn.hgetall(ProjectKeys(project_id).cascade_stage).items()}

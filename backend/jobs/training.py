@@ -17,6 +17,7 @@ from backend.jobs.state import ProjectState
 from backend.labeling import Example, TaskSpec, parse_label_config, training_examples
 from backend.labelstudio import LabelStudio
 from backend.llm.annotator import StoredAnswer
+from backend.llm.cascade import STRONG
 from backend.llm.checks import llm_checks
 from backend.settings import Settings
 from backend.student import ModelStore, StudentModel
@@ -65,11 +66,13 @@ def run_training(
     answers: Mapping[int, StoredAnswer] | None = None,
     seed_weight: float = 0.3,
     target_precision: float = 0.95,
+    strong_answers: Mapping[int, StoredAnswer] | None = None,
 ) -> dict[str, Any]:
     """One training round. Returns what happened; 'waiting' when there are not enough labels yet.
 
     `answers` are the project's LLM answers: their seed part joins the training set at `seed_weight`
-    (humans weigh 1), and the rest is checked against the human labels.
+    (humans weigh 1), and the rest is checked against the human labels. `strong_answers`, the cascade's
+    strong LLM's, are checked apart: each LLM gets its own calibration and threshold.
     """
     started = time.perf_counter()
     answers = answers or {}
@@ -105,6 +108,7 @@ def run_training(
     # the LLM is calibrated on real tasks only: texts an LLM wrote are easier for LLMs than real ones
     real = [e for e in human if not e.synthetic]
     checks = llm_checks(answers, real, spec.labels, target_precision) if answers else None
+    strong_checks = llm_checks(strong_answers, real, spec.labels, target_precision) if strong_answers else None
     version = store.save(
         project_id,
         model,
@@ -118,6 +122,7 @@ def run_training(
             "spec": asdict(spec),
             "label_config_sha1": hashlib.sha1(label_config.encode()).hexdigest(),
             "llm_checks": checks,
+            "strong_llm_checks": strong_checks,
             "task_ids": sorted(e.task_id for e in human),
             "prequential": checked,
         },
@@ -152,9 +157,10 @@ def train_project(project_id: int, reason: str = "") -> dict[str, Any]:
 
     def work(ctx: JobContext) -> dict[str, Any]:
         answers = llm_answers.all_answers(ctx.conn, project_id)
+        strong = llm_answers.all_answers(ctx.conn, project_id, STRONG)
         result = run_training(
             project_id, ctx.ls, ctx.store, ctx.settings.min_annotations, reason, ctx.progress, answers,
-            ctx.settings.llm_label_weight, ctx.settings.auto_accept_precision,
+            ctx.settings.llm_label_weight, ctx.settings.auto_accept_precision, strong,
         )  # fmt: skip
         if result["status"] == "trained":
             request_ranking(ctx.conn, ctx.settings, project_id, f"trained {result['version']}")

@@ -19,6 +19,7 @@ from backend.jobs.state import ProjectKeys, ProjectState
 from backend.jobs.training import seed_examples
 from backend.labeling import parse_label_config
 from backend.llm.annotator import StoredAnswer
+from backend.llm.cascade import HUMAN, STRONG, StageCost
 from backend.llm.cost import Price, Usage
 from backend.server import create_app
 from backend.settings import Settings
@@ -41,6 +42,10 @@ def seed_answer(task: int) -> StoredAnswer:
 def fill(conn: redis.Redis, project_id: int, tasks: list[int]) -> None:
     """Every kind of per-project state, written the way the jobs and routes write it."""
     llm_answers.save(conn, project_id, {task: seed_answer(task) for task in tasks})
+    llm_answers.save(conn, project_id, {task: seed_answer(task) for task in tasks}, STRONG)
+    strong_cost = StageCost()
+    strong_cost.add(len(tasks), 0, Usage(100, 10, 1), Price(1.0, 1.0), 0.5)
+    stats.record_cascade(conn, project_id, {STRONG: strong_cost}, {task: HUMAN for task in tasks})
     stats.record_training(conn, project_id, {"status": "trained", "labelled": 3, "version": "v1"})
     stats.record_job(conn, "rank", project_id, {"status": "ranked", "queued": 2})
     stats.record_llm_usage(conn, project_id, Usage(100, 10, 1), Price(1.0, 1.0))
@@ -97,7 +102,8 @@ def test_tasks_deleted_drops_their_llm_seed_and_still_queues_a_training(
     assert response.status_code == 201 and response.json["job"] == "train" and response.json["status"] == "queued"
     assert Queue(live_settings.queue_name, connection=redis_conn).jobs[0].args == (12, "TASKS_DELETED")
     answers = llm_answers.all_answers(redis_conn, 12)
-    assert set(answers) == {1, 4}
+    assert set(answers) == {1, 4} and set(llm_answers.all_answers(redis_conn, 12, STRONG)) == {1, 4}
+    assert set(stats.cascade_stages(redis_conn, 12)) == {1, 4}
     assert [e.task_id for e in seed_examples(SPEC, answers, [])] == [1, 4]  # training no longer sees them
     assert json.loads(redis_conn.get(ProjectKeys(12).queue("stop_set"))) == [1, 4]
     assert published_queue(redis_conn, 12)["order"] == [4, 1]

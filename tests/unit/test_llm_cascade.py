@@ -94,3 +94,20 @@ def test_the_report_lists_stages_in_cost_order_then_the_human() -> None:
                        "threshold": 0.95, "precision": 1.0, "precision_lower_bound": rows[1]["precision_lower_bound"],
                        "checks": 80}  # fmt: skip
     assert rows[2]["items"] == 0 and rows[3] == {"stage": HUMAN, "items": 3}
+
+
+def test_the_strong_endpoint_names_its_model_and_is_priced_like_the_cheap_one() -> None:
+    from pydantic import ValidationError
+
+    from backend.settings import Settings
+
+    assert Settings().llm_strong_base_url is None and Settings(llm_strong_base_url="").llm_strong_base_url is None
+    with pytest.raises(ValidationError, match="LLM_STRONG_MODEL"):
+        Settings(llm_strong_base_url="https://api.example/v1")
+    hosted = Settings(llm_strong_base_url="https://api.example/v1", llm_strong_model="gpt-4o")
+    assert hosted.llm_strong_price() == Price(2.50, 10.00)
+    # the embedded model as the strong stage: free only when the price table says so
+    embedded = {"llm_strong_base_url": "http://127.0.0.1:9091/v1", "llm_strong_model": "qwen2.5-coder-1.5b"}
+    with pytest.raises(KeyError, match="LLM_PRICES"):
+        Settings(**embedded).llm_strong_price()
+    assert Settings(**embedded, llm_prices="qwen2.5-coder-1.5b=0/0").llm_strong_price() == Price(0.0, 0.0)

@@ -1,0 +1,115 @@
+"""The cascade in the pre-annotation job: two scripted endpoints, a cheap one unsure of some tasks and a
+strong one; real Redis, the openai SDK over real HTTP, a published calibration from a real training."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from backend.jobs import llm_answers, stats
+from backend.jobs.preannotate import run_preannotation
+from backend.jobs.running import JobContext
+from backend.jobs.training import run_training
+from backend.llm.annotator import pre_labels
+from backend.llm.cache import RedisCache
+from backend.llm.cascade import CHEAP, HUMAN, STRONG
+from backend.llm.checks import published_calibration
+from backend.llm.client import LLMClient, LLMConfig
+from backend.llm.cost import FREE, Price
+from backend.llm.routing import AUTO_ACCEPT
+from backend.settings import Settings
+from backend.student import ModelStore
+from tests.fixtures.scripted_llm import Reply, ScriptedLLM, json_reply, serve_scripted_llm
+from tests.integration.test_preannotate import FakeLabelStudio, client, texts
+
+pytestmark = pytest.mark.integration
+STRONG_PRICE = Price(10.0, 30.0)
+
+
+def number(body: dict[str, Any]) -> int:
+    return int(re.search(r"review (\d+)", body["messages"][-1]["content"]).group(1))  # type: ignore[union-attr]
+
+
+def truth(n: int) -> str:
+    return "Positive" if n % 2 == 0 else "Negative"  # texts(): positive reviews at even numbers
+
+
+def cheap_answer(body: dict[str, Any]) -> Reply:
+    """Sure and right on three reviews in four (0.90-0.99); unsure (0.55) on every fourth, wrong on half of those."""
+    n = number(body)
+    label = truth(n) if n % 8 != 0 else ("Negative" if truth(n) == "Positive" else "Positive")
+    other = "Negative" if label == "Positive" else "Positive"
+    p = 0.55 if n % 4 == 0 else 0.90 + (n % 10) * 0.01
+    return json_reply(label, p, [(other, 1 - p)])
+
+
+def strong_answer(body: dict[str, Any]) -> Reply:
+    label = truth(number(body))
+    return json_reply(label, 0.99, [("Negative" if label == "Positive" else "Positive", 0.01)])
+
+
+def test_only_the_tasks_the_cheap_llm_is_unsure_of_reach_the_strong_one(
+    tmp_path: Path, scripted_llm: ScriptedLLM, redis_conn: redis.Redis
+) -> None:
+    scripted_llm.default = cheap_answer
+    ls = FakeLabelStudio(texts(120))
+    settings = Settings(data_dir=tmp_path, llm_seed_size=0, llm_batch_size=10, min_annotations=10, llm_few_shot=0)
+    ctx = JobContext(settings, redis_conn, ModelStore(settings.models_path), ls, lambda _: None)  # type: ignore[arg-type]
+    cheap = client(scripted_llm, redis_conn)
+
+    # no strong endpoint and no checks yet: the cheap LLM accepts nothing, every task is left to humans
+    first = run_preannotation(21, ctx, cheap, FREE)
+    assert first["annotated"] == 120 and first["routed"] == {HUMAN: 120} and first["strong_annotated"] == 0
+
+    # humans label 90 tasks; training checks the cheap LLM on them and publishes its calibration
+    ls.annotated = {task: truth(task - 1) for task in range(1, 91)}
+    trained = run_training(21, ls, ctx.store, 10, "labels", answers=llm_answers.all_answers(redis_conn, 21))  # type: ignore[arg-type]
+    meta = ctx.store.meta(21, trained["version"])
+    calibrator, threshold = published_calibration(meta)
+    assert calibrator is not None and threshold is not None
+
+    pool = range(91, 121)
+    answers = llm_answers.get_many(redis_conn, 21, pool)
+    routes = dict(zip(answers, (label.route for label in pre_labels(list(answers.values()), calibrator, threshold)),
+                      strict=True))  # fmt: skip
+    unsure = {task for task, route in routes.items() if route != AUTO_ACCEPT}
+    # every task the cheap LLM answered at 0.55 is unsure, and some sure ones are accepted
+    assert {task for task in pool if (task - 1) % 4 == 0} <= unsure and len(unsure) < len(pool)
+
+    cheap_asked = len(scripted_llm.requests)
+    ls.imported.clear()
+    with serve_scripted_llm() as strong_llm:
+        strong_llm.default = strong_answer
+        config = LLMConfig(base_url=strong_llm.url, model="strong-scripted", max_retries=0, timeout=5, concurrency=2)
+        strong = LLMClient(config, cache=RedisCache(redis_conn))
+        second = run_preannotation(21, ctx, cheap, FREE, strong=(strong, STRONG_PRICE))
+        asked_strong = {number(body) + 1 for body in strong_llm.requests}
+        # a re-run asks neither endpoint again
+        third = run_preannotation(21, ctx, cheap, FREE, strong=(strong, STRONG_PRICE))
+        assert len(strong_llm.requests) == len(unsure) and third["strong_annotated"] == 0
+
+    assert len(scripted_llm.requests) == cheap_asked  # the cheap answers were kept: the cheap LLM was not asked
+    assert asked_strong == unsure and second["strong_annotated"] == len(unsure)
+    # the strong LLM has no checks of its own yet: it accepts nothing, so its tasks go to humans
+    assert second["routed"] == {HUMAN: len(unsure)} and second["status"] == "done"
+    assert {p["task"] for batch in ls.imported for p in batch} == unsure
+    assert set(llm_answers.all_answers(redis_conn, 21, STRONG)) == unsure
+    assert all(a.model == "scripted" for a in llm_answers.all_answers(redis_conn, 21).values())  # kept apart
+
+    totals = stats.cascade_totals(redis_conn, 21)
+    k = len(unsure)
+    assert totals[CHEAP]["items"] == 120 and totals[CHEAP]["requests"] == 120 and totals[CHEAP]["accepted"] == 0
+    assert totals[CHEAP]["prompt_tokens"] == 120 * 50 and totals[CHEAP]["dollars"] == 0
+    assert totals[STRONG]["items"] == k and totals[STRONG]["requests"] == k
+    assert totals[STRONG]["prompt_tokens"] == k * 50 and totals[STRONG]["completion_tokens"] == k
+    assert totals[STRONG]["dollars"] == pytest.approx(k * (50 * 10.0 + 1 * 30.0) / 1e6)
+    assert totals[STRONG]["seconds"] > 0 and totals[HUMAN]["items"] == 120 + k
+    # the project's spend is both LLMs' together, so one budget covers the cascade
+    assert stats.llm_spend(redis_conn, 21)["dollars"] == pytest.approx(totals[STRONG]["dollars"])
+    assert {task: stage for task, stage in stats.cascade_stages(redis_conn, 21).items() if task in unsure} == {
+        task: HUMAN for task in unsure
+    }
