@@ -48,6 +48,24 @@ def stage_with(name: str, threshold: float | None, checks: int = 0) -> Stage:
     return Stage(name, Threshold(threshold, None, None, 0, checks))
 
 
+def stage_from_report(name: str, checks: Mapping[str, object] | None) -> Stage:
+    """A stage from the LLM checks a training published (llm/checks.py); no threshold before a calibrator."""
+    checks = checks or {}
+    value = checks.get("threshold") if checks.get("calibrator") else None
+    threshold = Threshold(
+        float(value) if isinstance(value, (int, float)) else None,
+        _number(checks.get("threshold_precision")) if value is not None else None,
+        None,
+        int(_number(checks.get("threshold_support")) or 0) if value is not None else 0,
+        int(_number(checks.get("checks")) or 0),
+    )
+    return Stage(name, threshold)
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) else None
+
+
 @dataclass(frozen=True)
 class Step:
     action: str  # ACCEPT, ASK or TO_HUMAN

@@ -10,6 +10,8 @@ from backend.jobs import llm_answers, ranking, stats
 from backend.jobs.queue import PREANNOTATE, RANK
 from backend.jobs.state import ProjectState
 from backend.llm.annotator import pre_labels
+from backend.llm.cascade import CHEAP, STRONG, stage_from_report
+from backend.llm.cascade import report as report_stages
 from backend.llm.routing import AUTO_ACCEPT
 from backend.server import metrics
 from backend.server.context import current_backend
@@ -52,7 +54,19 @@ def llm_report() -> Response:
         report["auto_accept"] = sum(1 for label in labels if label.route == AUTO_ACCEPT)
         report["review"] = len(labels) - report["auto_accept"]
         report["spend"] = stats.llm_spend(backend.conn, ref.id)
+    report["cascade"] = cascade_report(backend, ref.id, version)
     return jsonify(report)
+
+
+def cascade_report(backend: Any, project_id: int, version: str | None) -> list[dict[str, Any]]:
+    """Per stage, cheapest first: items asked and accepted, tokens, dollars, seconds, its threshold and
+    the checked precision at it; then the items left to humans."""
+    meta = backend.store.meta(project_id, version) if version else {}
+    totals = stats.cascade_totals(backend.conn, project_id)
+    stages = [stage_from_report(CHEAP, meta.get("llm_checks"))]
+    if backend.settings.llm_strong_base_url or STRONG in totals:
+        stages.append(stage_from_report(STRONG, meta.get("strong_llm_checks")))
+    return report_stages(stages, totals)
 
 
 @routes.get("/llm/reliability.png")

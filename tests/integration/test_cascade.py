@@ -3,6 +3,7 @@ strong one; real Redis, the openai SDK over real HTTP, a published calibration f
 
 from __future__ import annotations
 
+import base64
 import re
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from backend.llm.checks import published_calibration
 from backend.llm.client import LLMClient, LLMConfig
 from backend.llm.cost import FREE, Price
 from backend.llm.routing import AUTO_ACCEPT
+from backend.server import create_app
 from backend.settings import Settings
 from backend.student import ModelStore
 from tests.fixtures.scripted_llm import Reply, ScriptedLLM, json_reply, serve_scripted_llm
@@ -53,7 +55,7 @@ def strong_answer(body: dict[str, Any]) -> Reply:
 
 
 def test_only_the_tasks_the_cheap_llm_is_unsure_of_reach_the_strong_one(
-    tmp_path: Path, scripted_llm: ScriptedLLM, redis_conn: redis.Redis
+    tmp_path: Path, scripted_llm: ScriptedLLM, redis_conn: redis.Redis, redis_url: str
 ) -> None:
     scripted_llm.default = cheap_answer
     ls = FakeLabelStudio(texts(120))
@@ -113,3 +115,19 @@ def test_only_the_tasks_the_cheap_llm_is_unsure_of_reach_the_strong_one(
     assert {task: stage for task, stage in stats.cascade_stages(redis_conn, 21).items() if task in unsure} == {
         task: HUMAN for task in unsure
     }
+
+    # GET /llm reports the cascade per stage: the cheap stage's threshold is its published one
+    strong_settings = {"llm_strong_base_url": "http://strong/v1", "llm_strong_model": "strong-scripted"}
+    served = settings.model_copy(
+        update={"redis_url": redis_url, "basic_auth_user": "user", "basic_auth_pass": "pw", **strong_settings}
+    )
+    auth = {"Authorization": "Basic " + base64.b64encode(b"user:pw").decode()}
+    body = create_app(served).test_client().get("/llm?project=21", headers=auth).json
+    cheap_row, strong_row, human_row = body["cascade"]
+    assert cheap_row["stage"] == CHEAP and cheap_row["threshold"] == threshold and cheap_row["checks"] == 90
+    assert cheap_row["precision"] == meta["llm_checks"]["threshold_precision"] and cheap_row["precision"] >= 0.95
+    assert (cheap_row["items"], cheap_row["accepted"], cheap_row["tokens"]) == (120, 0, 120 * 51)
+    spent = {"dollars": round(totals[STRONG]["dollars"], 6), "seconds": round(totals[STRONG]["seconds"], 3)}
+    assert strong_row == {"stage": STRONG, "items": k, "accepted": 0, "tokens": k * 51, **spent,
+                          "threshold": None, "precision": None, "precision_lower_bound": None, "checks": 0}  # fmt: skip
+    assert human_row == {"stage": HUMAN, "items": 120 + k}
