@@ -29,11 +29,24 @@ from backend.jobs.state import ProjectState
 from backend.llm.annotator import PreLabel, StoredAnswer, few_shot_prompts, pre_label, pre_labels, prediction_item
 from backend.llm.cache import RedisCache
 from backend.llm.calibration import Calibrator
-from backend.llm.cascade import ACCEPT, ASK, CHEAP, HUMAN, STRONG, Stage, StageCost, Step, next_step, stage_with
+from backend.llm.cascade import (
+    ACCEPT,
+    ASK,
+    CHEAP,
+    HUMAN,
+    STRONG,
+    STUDENT,
+    Stage,
+    StageCost,
+    Step,
+    next_step,
+    stage_with,
+)
 from backend.llm.checks import published_calibration
 from backend.llm.client import LLMAnswer, LLMClient, LLMConfig
-from backend.llm.cost import Budget, BudgetExceeded, Price, Usage, dollars
+from backend.llm.cost import FREE, Budget, BudgetExceeded, Price, Usage, dollars
 from backend.llm.prompts import FORMAT_STYLES
+from backend.llm.routing import AUTO_ACCEPT
 from backend.selection.diversity import k_center_greedy, text_features
 from backend.settings import Settings
 
@@ -138,6 +151,9 @@ def run_preannotation(
         strong_stage = LLMStage(STRONG, *strong, *published_calibration(strong_checks))
     stages = [cheap.stage] + ([strong_stage.stage] if strong_stage else [])
     routed: Counter[str] = Counter()
+    by_student = _student_pass(project_id, ctx, spec, student, meta, todo, revision)
+    routed.update(STUDENT for _ in by_student)
+    todo = [(task, text) for task, text in todo if task not in by_student]
     budget = Budget(settings.llm_budget_usd)
     spent = stats.llm_spend(ctx.conn, project_id).get("dollars", 0.0)
     done = failed = pushed = 0
@@ -207,6 +223,38 @@ def run_preannotation(
     }
 
 
+def _student_pass(
+    project_id: int,
+    ctx: JobContext,
+    spec: Any,
+    version: str | None,
+    meta: Mapping[str, Any],
+    todo: Sequence[tuple[int, str]],
+    revision: str,
+) -> set[int]:
+    """The cascade's first stage: the student labels the tasks at or above its threshold (chosen on its
+    prequential checks); the LLMs are not asked about them. Returns the tasks it took, those of earlier
+    runs included."""
+    taken = {task for task, stage in stats.cascade_stages(ctx.conn, project_id).items() if stage == STUDENT}
+    checks = meta.get("student_checks") or {}
+    stage = stage_with(STUDENT, checks.get("threshold"), int(checks.get("checks") or 0))
+    asked = [(task, text) for task, text in todo if task not in taken]
+    stored = ctx.store.load(project_id, version) if version and stage.gate is not None and asked else None
+    if stored is None:
+        return taken
+    started = time.perf_counter()
+    predicted = stored.model.predict([text for _, text in asked])
+    seconds = time.perf_counter() - started
+    accepted = {task: PreLabel(p.labels, p.score, AUTO_ACCEPT, True)
+                for (task, _), p in zip(asked, predicted, strict=True)
+                if next_step([stage], {STUDENT: p.score}).action == ACCEPT}  # fmt: skip
+    cost = StageCost()
+    cost.add(len(asked), len(accepted), Usage(), FREE, seconds)
+    stats.record_cascade(ctx.conn, project_id, {STUDENT: cost}, dict.fromkeys(accepted, STUDENT))
+    _push(ctx, project_id, spec, accepted, ctx.store.prediction_version(project_id) or revision)
+    return taken | set(accepted)
+
+
 def _decided(step: Step) -> str:
     """The stage whose label an item keeps, STRONG while the strong LLM is still to be asked, or HUMAN."""
     if step.action == ACCEPT and step.stage is not None:
@@ -244,6 +292,7 @@ def _strong_pass(
                                                        cheap.threshold), strict=True))  # fmt: skip
     known = llm_answers.get_many(ctx.conn, project_id, tasks, STRONG)
     own = {task for task, generator in project.generators.items() if generator == model}
+    own |= {task for task, stage in stats.cascade_stages(ctx.conn, project_id).items() if stage == STUDENT}
     todo = [(task, text) for task, text in project.pool
             if task not in own and (task not in known or known[task].model != model)
             and _cheap_step(stages, cheap_labels.get(task)).stage == STRONG]  # fmt: skip

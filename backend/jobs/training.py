@@ -17,7 +17,7 @@ from backend.jobs.state import ProjectState
 from backend.labeling import Example, TaskSpec, parse_label_config, training_examples
 from backend.labelstudio import LabelStudio
 from backend.llm.annotator import StoredAnswer
-from backend.llm.cascade import STRONG
+from backend.llm.cascade import STRONG, STUDENT, stage_from_checks
 from backend.llm.checks import llm_checks
 from backend.settings import Settings
 from backend.student import ModelStore, StudentModel
@@ -52,8 +52,21 @@ def prequential_check(store: ModelStore, project_id: int, human: list[Example]) 
     if stored is None:
         return None
     predicted = stored.model.predict([e.text for e in new])
-    right = sum(set(p.labels) == set(e.labels) for p, e in zip(predicted, new, strict=True))
-    return {"version": current, "checked": len(new), "correct": right, "accuracy": right / len(new)}
+    hits = [set(p.labels) == set(e.labels) for p, e in zip(predicted, new, strict=True)]
+    right = sum(hits)
+    return {"version": current, "checked": len(new), "correct": right, "accuracy": right / len(new),
+            "scores": [round(p.score, 6) for p in predicted], "right": hits}  # fmt: skip
+
+
+def student_checks(previous: Mapping[str, Any] | None, checked: Mapping[str, Any] | None,
+                   target_precision: float) -> dict[str, Any]:  # fmt: skip
+    """The student's checks so far, for the cascade: each human label scored by the model that existed when
+    it arrived and had not seen it (prequential), accumulated over versions; and the threshold they give."""
+    scores = list((previous or {}).get("scores") or []) + list((checked or {}).get("scores") or [])
+    right = list((previous or {}).get("right") or []) + list((checked or {}).get("right") or [])
+    threshold = stage_from_checks(STUDENT, scores, right, target_precision).threshold
+    return {"scores": scores, "right": right, "checks": len(scores), "threshold": threshold.value,
+            "threshold_precision": threshold.precision, "threshold_support": threshold.support}  # fmt: skip
 
 
 def run_training(
@@ -97,6 +110,8 @@ def run_training(
             f"training starts at {needed} in at least 2 classes",
         }
     checked = prequential_check(store, project_id, human)
+    latest = store.latest_version(project_id)
+    earlier = store.meta(project_id, latest).get("student_checks") if latest else None
     progress(f"fitting on {len(human)} human and {len(seed)} LLM seed labels")
     fit_started = time.perf_counter()
     model = StudentModel(spec.labels, multi_label=spec.multi_label).fit(
@@ -124,7 +139,8 @@ def run_training(
             "llm_checks": checks,
             "strong_llm_checks": strong_checks,
             "task_ids": sorted(e.task_id for e in human),
-            "prequential": checked,
+            "prequential": {k: v for k, v in checked.items() if k not in ("scores", "right")} if checked else None,
+            "student_checks": student_checks(earlier, checked, target_precision),
         },
     )
     if checks and checks["checks"]:

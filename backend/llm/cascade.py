@@ -48,10 +48,11 @@ def stage_with(name: str, threshold: float | None, checks: int = 0) -> Stage:
     return Stage(name, Threshold(threshold, None, None, 0, checks))
 
 
-def stage_from_report(name: str, checks: Mapping[str, object] | None) -> Stage:
-    """A stage from the LLM checks a training published (llm/checks.py); no threshold before a calibrator."""
+def stage_from_report(name: str, checks: Mapping[str, object] | None, needs_calibrator: bool = True) -> Stage:
+    """A stage from the checks a training published: an LLM's (llm/checks.py: no threshold before a
+    calibrator) or the student's (its scores are calibrated already)."""
     checks = checks or {}
-    value = checks.get("threshold") if checks.get("calibrator") else None
+    value = checks.get("threshold") if checks.get("calibrator") or not needs_calibrator else None
     threshold = Threshold(
         float(value) if isinstance(value, (int, float)) else None,
         _number(checks.get("threshold_precision")) if value is not None else None,

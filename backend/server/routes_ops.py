@@ -10,7 +10,7 @@ from backend.jobs import llm_answers, ranking, stats
 from backend.jobs.queue import PREANNOTATE, RANK
 from backend.jobs.state import ProjectState
 from backend.llm.annotator import pre_labels
-from backend.llm.cascade import CHEAP, STRONG, stage_from_report
+from backend.llm.cascade import CHEAP, STRONG, STUDENT, stage_from_report
 from backend.llm.cascade import report as report_stages
 from backend.llm.routing import AUTO_ACCEPT
 from backend.server import metrics
@@ -63,7 +63,8 @@ def cascade_report(backend: Any, project_id: int, version: str | None) -> list[d
     the checked precision at it; then the items left to humans."""
     meta = backend.store.meta(project_id, version) if version else {}
     totals = stats.cascade_totals(backend.conn, project_id)
-    stages = [stage_from_report(CHEAP, meta.get("llm_checks"))]
+    stages = [stage_from_report(STUDENT, meta.get("student_checks"), needs_calibrator=False),
+              stage_from_report(CHEAP, meta.get("llm_checks"))]  # fmt: skip
     if backend.settings.llm_strong_base_url or STRONG in totals:
         stages.append(stage_from_report(STRONG, meta.get("strong_llm_checks")))
     return report_stages(stages, totals)

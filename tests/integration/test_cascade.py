@@ -17,7 +17,7 @@ from backend.jobs.running import JobContext
 from backend.jobs.training import run_training
 from backend.llm.annotator import pre_labels
 from backend.llm.cache import RedisCache
-from backend.llm.cascade import CHEAP, HUMAN, STRONG
+from backend.llm.cascade import CHEAP, HUMAN, STRONG, STUDENT
 from backend.llm.checks import published_calibration
 from backend.llm.client import LLMClient, LLMConfig
 from backend.llm.cost import FREE, Price
@@ -26,6 +26,7 @@ from backend.server import create_app
 from backend.settings import Settings
 from backend.student import ModelStore
 from tests.fixtures.scripted_llm import Reply, ScriptedLLM, json_reply, serve_scripted_llm
+from tests.helpers import NEGATIVE, POSITIVE
 from tests.integration.test_preannotate import FakeLabelStudio, client, texts
 
 pytestmark = pytest.mark.integration
@@ -123,7 +124,10 @@ def test_only_the_tasks_the_cheap_llm_is_unsure_of_reach_the_strong_one(
     )
     auth = {"Authorization": "Basic " + base64.b64encode(b"user:pw").decode()}
     body = create_app(served).test_client().get("/llm?project=21", headers=auth).json
-    cheap_row, strong_row, human_row = body["cascade"]
+    student_row, cheap_row, strong_row, human_row = body["cascade"]
+    student_checks = meta["student_checks"]
+    assert student_row["stage"] == STUDENT and student_row["items"] == 0 and student_checks["checks"] == 0
+    assert student_row["threshold"] is None  # the first model: no label arrived after it yet
     assert cheap_row["stage"] == CHEAP and cheap_row["threshold"] == threshold and cheap_row["checks"] == 90
     assert cheap_row["precision"] == meta["llm_checks"]["threshold_precision"] and cheap_row["precision"] >= 0.95
     assert (cheap_row["items"], cheap_row["accepted"], cheap_row["tokens"]) == (120, 0, 120 * 51)
@@ -131,3 +135,48 @@ def test_only_the_tasks_the_cheap_llm_is_unsure_of_reach_the_strong_one(
     assert strong_row == {"stage": STRONG, "items": k, "accepted": 0, "tokens": k * 51, **spent,
                           "threshold": None, "precision": None, "precision_lower_bound": None, "checks": 0}  # fmt: skip
     assert human_row == {"stage": HUMAN, "items": 120 + k}
+
+
+def test_the_student_goes_first_and_the_llm_is_asked_only_about_what_it_did_not_take(
+    tmp_path: Path, scripted_llm: ScriptedLLM, redis_conn: redis.Redis, redis_url: str
+) -> None:
+    scripted_llm.default = strong_answer
+    # 200 plain reviews, then 20 mixed ones the student cannot be sure of
+    mixed = [f"{POSITIVE[i % 6]} but {NEGATIVE[(i + 1) % 6]} (review {200 + i})" for i in range(20)]
+    ls = FakeLabelStudio(texts(200) + mixed)
+    settings = Settings(data_dir=tmp_path, llm_seed_size=0, llm_batch_size=10, min_annotations=10, llm_few_shot=0)
+    ctx = JobContext(settings, redis_conn, ModelStore(settings.models_path), ls, lambda _: None)  # type: ignore[arg-type]
+    ls.annotated = {task: truth(task - 1) for task in range(1, 41)}
+    first = run_training(22, ls, ctx.store, 10, "labels")  # type: ignore[arg-type]
+    assert ctx.store.meta(22, first["version"])["student_checks"]["threshold"] is None  # nothing checked yet
+    # 60 labels arrive that the first model never saw: its answers on them are the student's checks
+    ls.annotated = {task: truth(task - 1) for task in range(1, 101)}
+    second = run_training(22, ls, ctx.store, 10, "labels")  # type: ignore[arg-type]
+    checks = ctx.store.meta(22, second["version"])["student_checks"]
+    assert checks["checks"] == 60 and checks["threshold"] is not None and checks["threshold_precision"] >= 0.95
+
+    result = run_preannotation(22, ctx, client(scripted_llm, redis_conn), FREE)
+    totals = stats.cascade_totals(redis_conn, 22)
+    taken = {task for task, stage in stats.cascade_stages(redis_conn, 22).items() if stage == STUDENT}
+    assert totals[STUDENT]["items"] == 120 and totals[STUDENT]["accepted"] == len(taken) > 0
+    assert totals[STUDENT]["dollars"] == 0 and totals[STUDENT]["seconds"] > 0
+    asked = {number(body) + 1 for body in scripted_llm.requests}
+    assert asked == set(range(101, 221)) - taken and result["routed"][STUDENT] == len(taken)
+    # what the LLM was asked about, the student scored below its threshold
+    model = ctx.store.load(22, second["version"]).model  # type: ignore[union-attr]
+    texts_of = {task["id"]: task["data"]["text"] for task in ls.tasks}
+    assert asked and max(p.score for p in model.predict([texts_of[t] for t in sorted(asked)])) < checks["threshold"]
+    assert totals[CHEAP]["items"] == len(asked) == result["annotated"]
+    pushed = {p["task"]: p for batch in ls.imported for p in batch}
+    assert taken <= set(pushed) and all(pushed[t]["score"] >= checks["threshold"] for t in taken)
+    row = (
+        create_app(settings.model_copy(update={"redis_url": redis_url}))
+        .test_client()
+        .get("/llm?project=22")
+        .json["cascade"][0]
+    )
+    assert row["stage"] == STUDENT and row["threshold"] == checks["threshold"] and row["checks"] == 60
+    assert row["precision"] == checks["threshold_precision"] and row["accepted"] == len(taken)
+    # a re-run asks neither the student nor the LLM again
+    run_preannotation(22, ctx, client(scripted_llm, redis_conn), FREE)
+    assert len(scripted_llm.requests) == len(asked) and stats.cascade_totals(redis_conn, 22)[STUDENT]["items"] == 120
