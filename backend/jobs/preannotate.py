@@ -20,7 +20,7 @@ from backend.jobs.running import JobContext, read_project, run_project_job
 from backend.jobs.state import ProjectState
 from backend.llm.annotator import StoredAnswer, few_shot_prompts, pre_label, prediction_item
 from backend.llm.cache import RedisCache
-from backend.llm.checks import published_calibration
+from backend.llm.checks import prior_only, published_calibration, published_distribution_calibration
 from backend.llm.client import LLMAnswer, LLMClient, LLMConfig
 from backend.llm.cost import Budget, BudgetExceeded, Price, Usage, dollars
 from backend.llm.prompts import FORMAT_STYLES
@@ -83,7 +83,12 @@ def run_preannotation(
 
     revision = ctx.store.bump_llm_revision(project_id)
     student = ctx.store.latest_version(project_id)
-    calibrator, threshold = published_calibration(ctx.store.meta(project_id, student) if student else {})
+    meta = ctx.store.meta(project_id, student) if student else {}
+    calibrator, threshold = published_calibration(meta)
+    published = published_distribution_calibration(meta)
+    # before a training run has published one, the prior comes from the answers so far, batch by batch
+    answered = {task: answer for task, answer in llm_answers.all_answers(ctx.conn, project_id).items()
+                if answer.model == client.config.model} if published is None else {}  # fmt: skip
     budget = Budget(settings.llm_budget_usd)
     spent = stats.llm_spend(ctx.conn, project_id).get("dollars", 0.0)
     done = failed = pushed = 0
@@ -103,9 +108,11 @@ def run_preannotation(
         fresh = _keep(batch, results, client.config.model, seed)
         llm_answers.save(ctx.conn, project_id, fresh)
         version = ctx.store.prediction_version(project_id) or revision
+        answered.update(fresh)
+        distribution = published or prior_only(answered, spec.labels)
         predictions = []
         for task, answer in fresh.items():
-            item = prediction_item(spec, pre_label(answer, calibrator, threshold), version)
+            item = prediction_item(spec, pre_label(answer, calibrator, threshold, distribution), version)
             if item is not None:
                 predictions.append({"task": task, **item})
         pushed += ctx.ls.import_predictions(project_id, predictions)

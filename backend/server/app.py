@@ -19,8 +19,9 @@ from backend.jobs.queue import PREANNOTATE, RANK, TRAIN, JobQueue
 from backend.jobs.state import ProjectState
 from backend.labeling.predictions import predict_tasks, task_ids
 from backend.llm.annotator import PreLabel, pre_labels
+from backend.llm.bias import DistributionCalibration
 from backend.llm.calibration import Calibrator
-from backend.llm.checks import published_calibration
+from backend.llm.checks import published_calibration, published_distribution_calibration
 from backend.llm.routing import AUTO_ACCEPT
 from backend.server import metrics
 from backend.server.background import SerialRunner
@@ -44,6 +45,9 @@ from backend.student.store import RELIABILITY_PNG
 
 log = logging.getLogger(__name__)
 
+# a model version's LLM calibration: top-confidence calibrator, its threshold, distribution calibration
+Calibration = tuple[Calibrator | None, float | None, DistributionCalibration | None]
+
 WEBHOOK_SECRET_HEADER = "X-Webhook-Secret"
 UNTRAINED = "untrained"
 
@@ -59,7 +63,7 @@ class Backend:
         self._queue: JobQueue | None = None
         self.label_configs = LabelConfigs(settings.max_label_config_kb * 1024, settings.label_config_cache_mb * 2**20)
         self._ls_access: dict[int, tuple[str, str]] = {}
-        self._calibrations: dict[tuple[int, str], tuple[Calibrator | None, float | None]] = {}
+        self._calibrations: dict[tuple[int, str], Calibration] = {}
         self._background = SerialRunner("lsal-redis-writes")
 
     def remember_ls_access(self, project_id: int, hostname: str, token: str) -> None:
@@ -97,13 +101,15 @@ class Backend:
 
         self._background.submit(forget)
 
-    def calibration(self, project_id: int, version: str | None) -> tuple[Calibrator | None, float | None]:
-        """The LLM calibration published with the student's `version` (parsed once per version)."""
+    def calibration(self, project_id: int, version: str | None) -> Calibration:
+        """The LLM calibration published with the student's `version` (parsed once per version): the top-
+        confidence calibrator, its threshold, and the distribution calibration."""
         if version is None:
-            return None, None
+            return None, None, None
         key = (project_id, version)
         if key not in self._calibrations:
-            self._calibrations[key] = published_calibration(self.store.meta(project_id, version))
+            meta = self.store.meta(project_id, version)
+            self._calibrations[key] = (*published_calibration(meta), published_distribution_calibration(meta))
         return self._calibrations[key]
 
     def llm_pre_labels(self, project_id: int, ids: list[int], student_version: str | None) -> dict[int, PreLabel]:
@@ -115,8 +121,8 @@ class Backend:
         except redis.RedisError as exc:  # the student still answers
             log.warning("project %s: LLM answers unavailable: %s", project_id, exc)
             return {}
-        calibrator, threshold = self.calibration(project_id, student_version)
-        return dict(zip(answers, pre_labels(list(answers.values()), calibrator, threshold), strict=True))
+        return dict(zip(answers, pre_labels(list(answers.values()), *self.calibration(project_id, student_version)),
+                        strict=True))  # fmt: skip
 
     @property
     def conn(self) -> redis.Redis:
@@ -312,7 +318,8 @@ def create_app(settings: Settings | None = None, conn: redis.Redis | None = None
 
     @app.get("/llm")
     def llm_report() -> Response:
-        """What human labels say about the LLM: checks, ECE raw and calibrated, threshold, agreement, routes."""
+        """What human labels say about the LLM: checks, ECE raw and calibrated, threshold, agreement, routes,
+        and for label distributions accuracy and ECE raw, bias-corrected and calibrated."""
         ref = project_ref(request.args.get("project"))
         version = backend.store.latest_version(ref.id)
         checks = backend.store.meta(ref.id, version).get("llm_checks") if version else None
@@ -320,12 +327,15 @@ def create_app(settings: Settings | None = None, conn: redis.Redis | None = None
                                   "llm_revision": backend.store.llm_revision(ref.id), "checks": checks}  # fmt: skip
         if backend.store.llm_revision(ref.id) is not None:
             answers = llm_answers.all_answers(backend.conn, ref.id)
-            calibrator, threshold = backend.calibration(ref.id, version)
-            labels = pre_labels(list(answers.values()), calibrator, threshold)
+            labels = pre_labels(list(answers.values()), *backend.calibration(ref.id, version))
             report["answers"] = len(answers)
             report["auto_accept"] = sum(1 for label in labels if label.route == AUTO_ACCEPT)
             report["review"] = len(labels) - report["auto_accept"]
             report["spend"] = stats.llm_spend(backend.conn, ref.id)
+        distribution = (checks or {}).get("distribution") or {}
+        # accuracy, ECE and log-loss of the label distributions: raw, prior divided out, calibrated (out of fold)
+        report["distribution"] = {"checks": distribution["checks"], **distribution["stages"],
+                                  "threshold": distribution.get("threshold")} if distribution else None  # fmt: skip
         return jsonify(report)
 
     @app.get("/queue")
