@@ -15,7 +15,7 @@ import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from backend.labeling import Example, TaskSpec, build_choices_result
-from backend.llm.bias import DistributionCalibration
+from backend.llm.bias import DistributionCalibration, informative
 from backend.llm.calibration import Calibrator
 from backend.llm.prompts import Prompt, build_prompt, select_examples
 from backend.llm.routing import route
@@ -54,9 +54,10 @@ class PreLabel:
 
 
 def scores_distribution(answer: StoredAnswer) -> bool:
-    """Whether the answer's distribution is the model's own over single labels (read from logprobs), which
-    the prior and the distribution calibrator apply to; vote shares and label sets keep the top-confidence path."""
-    return bool(answer.distribution) and answer.method != "votes" and len(answer.labels) == 1
+    """Whether the answer's distribution is the model's own over single labels (read from logprobs) and not
+    flat, which the prior and the distribution calibrator apply to; vote shares, label sets and flat
+    distributions keep the top-confidence path."""
+    return answer.method != "votes" and len(answer.labels) == 1 and informative(answer.distribution)
 
 
 def pre_labels(

@@ -18,6 +18,15 @@ import numpy as np
 
 from backend.llm.calibration import DistributionCalibrator, distribution_matrix, normalized_rows
 
+FLAT = 1e-6  # a distribution whose probabilities all lie within this of each other is flat
+
+
+def informative(distribution: Mapping[str, float] | None) -> bool:
+    """Whether a distribution says anything: a flat one (every label equally likely, as when the label's
+    tokens were outside the top logprobs) has no argmax to take and would pull the prior towards uniform."""
+    values = list((distribution or {}).values())
+    return len(values) >= 2 and max(values) - min(values) > FLAT
+
 
 class BatchCalibration:
     """The label prior: the mean of the label distributions over answered tasks (no human label read).

@@ -201,3 +201,16 @@ def test_answers_without_a_model_distribution_keep_the_top_confidence_path() -> 
 
     assert [label.labels for label in out] == [("entity",), ("location",)]
     assert [label.score for label in out] == pytest.approx(list(calibrator.transform([0.6, 0.9])))
+
+
+def test_a_flat_distribution_keeps_the_answer_and_stays_out_of_the_prior() -> None:
+    # the label's tokens were outside the top logprobs: every label equally likely, no argmax to take
+    flat = {label: 0.25 for label in LABELS}
+    answers, examples, _ = answers_and_checks(300, 100, seed=12)
+    with_flat = answers | {1000 + i: StoredAnswer(("entity",), 0.25, "logprobs", "m", distribution=flat)
+                           for i in range(300)}  # fmt: skip
+    assert prior_only(with_flat, LABELS).prior.prior_ == pytest.approx(prior_only(answers, LABELS).prior.prior_)
+
+    published = published_distribution_calibration({"llm_checks": llm_checks(with_flat, examples, LABELS)})
+    out = pre_labels([with_flat[1000]], None, None, published)
+    assert out[0].labels == ("entity",) and out[0].score == 0.25 and out[0].route == REVIEW
