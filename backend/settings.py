@@ -13,6 +13,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from backend.llm.cost import Price, parse_prices, price_for
+from backend.llm.local import DEFAULT_LOCAL_MODEL
 
 
 class Settings(BaseSettings):
@@ -53,7 +54,7 @@ class Settings(BaseSettings):
     )
     llm_local_port: int = 9091
     llm_api_key: str = "not-needed"
-    llm_model: str = "smollm2-135m"
+    llm_model: str = Field(DEFAULT_LOCAL_MODEL, description="the model name the endpoint expects")
     llm_concurrency: int = 2
     llm_timeout: float = 60.0
     llm_job_wait_seconds: float = Field(

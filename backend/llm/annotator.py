@@ -2,7 +2,8 @@
 
 Few-shot examples are human-labelled tasks chosen per item: the most similar one of each label first
 (coverage), then the most similar of the rest, within a token budget (prompts.select_examples).
-Similarity is TF-IDF cosine, computed for the whole batch in one sparse product.
+Similarity is TF-IDF cosine, computed for the whole batch in one sparse product. Single-label prompts
+are scored prompts: the label distribution comes from the first answer token (scoring.py).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class StoredAnswer:
 
     labels: tuple[str, ...]
     confidence: float  # raw: the model's own probability, before calibration against humans
-    method: str  # "logprobs" or "votes"
+    method: str  # "scored", "logprobs" or "votes"
     model: str
     seed: bool = False  # part of the cold-start seed the student may train on
     text: str | None = None  # kept for seed answers only: training reads them without asking LS
@@ -114,10 +115,12 @@ def few_shot_prompts(
     k: int = 4,
     token_budget: int = 600,
     instructions: str = "",
+    scored: bool = True,
 ) -> list[Prompt]:
-    """One prompt per text, each with up to `k` human-labelled examples chosen for it."""
+    """One prompt per text, each with up to `k` human-labelled examples chosen for it; `scored`: answered by
+    the label alone, its distribution read from one token (single-label; multi-label prompts ask for JSON)."""
     if k <= 0 or not examples:
-        return [build_prompt(spec, text, instructions=instructions) for text in texts]
+        return [build_prompt(spec, text, instructions=instructions, scored=scored) for text in texts]
     vectorizer = TfidfVectorizer(sublinear_tf=True, max_features=50_000)
     vectorizer.fit([e.text for e in examples] + list(texts))
     similarity = (vectorizer.transform(texts) @ vectorizer.transform([e.text for e in examples]).T).toarray()
@@ -126,5 +129,5 @@ def few_shot_prompts(
         # a task is never its own example (a text labelled by a human is not pre-labelled, but be sure)
         candidates = [(e, s) for e, s in zip(examples, row, strict=True) if e.text != text]
         shots = select_examples([e for e, _ in candidates], np.array([s for _, s in candidates]), k, token_budget)
-        prompts.append(build_prompt(spec, text, shots, instructions=instructions))
+        prompts.append(build_prompt(spec, text, shots, instructions=instructions, scored=scored))
     return prompts

