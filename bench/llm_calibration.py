@@ -1,12 +1,13 @@
 """Bias correction before calibration, on real LLM label distributions: TREC-6 and SMS spam.
 
-    python -m bench.llm_calibration                  # 200 items per dataset, the embedded SmolLM2-135M (about an hour)
+    python -m bench.llm_calibration                  # 200 items per dataset, SmolLM2-135M, scored prompts
     python -m bench.llm_calibration --from-raw       # re-score the kept distributions, no LLM
     python -m bench.llm_calibration --render-only    # rebuild llm_calibration.md from the .json
 
 For each dataset, the same seeded sample as bench.llm_models (readable labels with hints), labelled
-zero-shot through the real LLMClient and llama.cpp server (json_object grammar, temperature 0, label
-distribution from logprobs). The distributions are kept (bench/results/llm_calibration.raw.json,
+zero-shot through the real LLMClient, the product's prompts and the llama.cpp server (temperature 0):
+scored prompts (the distribution from the first answer token's top logprobs), or with --json the JSON
+answer read by logprobs. The distributions are kept (bench/results/llm_calibration.raw.json,
 git-ignored) and scored three ways, as the training job scores a project's checks:
 
 - raw: the model's distribution as it came;
@@ -33,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from backend.labeling import parse_label_config
+from backend.llm.annotator import few_shot_prompts
 from backend.llm.bias import BatchCalibration, informative
 from backend.llm.cache import DiskCache
 from backend.llm.calibration import (
@@ -44,7 +46,6 @@ from backend.llm.calibration import (
     score_distributions,
 )
 from backend.llm.client import LLMClient, LLMConfig
-from backend.llm.prompts import build_prompt
 from backend.llm.routing import auto_accept_threshold
 from bench.llm_models import DEFAULT_VENV, LABELS, embedded_llm, label_config, sample
 from bench.spine import log, machine
@@ -53,24 +54,29 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 CACHE = RESULTS / "cache"
 FLOORS = (0.001, 0.01, 0.05)  # the prior's floor: bias-corrected accuracy at each
+SCORED = "scored prompt, the first answer token's top logprobs"
+JSON_LOGPROBS = "JSON answer (json_object grammar), the label's tokens' logprobs"
 
 
-def collect(model: str, venv: Path, datasets: Sequence[str], n: int, raw_path: Path) -> dict[str, Any]:
+def collect(model: str, venv: Path, datasets: Sequence[str], n: int, raw_path: Path, scored: bool) -> dict[str, Any]:
     """Every item's gold label, answer and distribution, per dataset, kept in `raw_path` as each dataset
     is done (merged with what it holds for other datasets of the same model). One cache file per dataset,
     so that two runs on different datasets can go side by side."""
     kept = json.loads(raw_path.read_text()) if raw_path.exists() else {}
-    raw: dict[str, Any] = kept if kept.get("model") == model else {"model": model, "datasets": {}}
+    reading = SCORED if scored else JSON_LOGPROBS
+    same = kept.get("model") == model and kept.get("reading", JSON_LOGPROBS) == reading
+    raw: dict[str, Any] = kept if same else {"model": model, "reading": reading, "datasets": {}}
     with embedded_llm(model, venv) as url:
         config = LLMConfig(base_url=url, model=model, formats=("json_object",), timeout=300.0, max_retries=1,
-                           concurrency=1)  # fmt: skip
+                           concurrency=2)  # fmt: skip
         for dataset in datasets:
             cache = DiskCache(CACHE / f"calibration-{model}-{dataset}.json")
             client = LLMClient(config, cache=cache)
             spec = parse_label_config(label_config(dataset))
             texts, gold = sample(dataset, n)
             log(f"{model} {dataset}: labelling {len(texts)} items")
-            answers = client.annotate_many(spec, [build_prompt(spec, text) for text in texts])
+            # the product's prompts: scored (one token, its top logprobs), or the JSON answer read by logprobs
+            answers = client.annotate_many(spec, few_shot_prompts(spec, texts, [], k=0, scored=scored))
             cache.save()
             raw["datasets"][dataset] = [
                 {"gold": g, "labels": list(a.labels) if a and a.labels else None,
@@ -79,7 +85,7 @@ def collect(model: str, venv: Path, datasets: Sequence[str], n: int, raw_path: P
                 for g, a in zip(gold, answers, strict=True)
             ]  # fmt: skip
             fresh = json.loads(raw_path.read_text()) if raw_path.exists() else {}
-            if fresh.get("model") == model:  # another run may have added a dataset meanwhile
+            if fresh.get("model") == model and fresh.get("reading", JSON_LOGPROBS) == reading:  # another run's
                 raw["datasets"] = {**fresh["datasets"], **raw["datasets"]}
             raw_path.write_text(json.dumps(raw) + "\n")
     return raw
@@ -138,7 +144,7 @@ def markdown(result: dict[str, Any]) -> str:
         "# LLM label distributions: raw, bias-corrected, calibrated",
         "",
         f"Generated by `python -m bench.llm_calibration` on {result['date']}, model {result['model']} (llama.cpp "
-        f"server, json_object grammar, temperature 0, label distribution from logprobs), "
+        f"server, temperature 0, label distribution from the {result.get('reading', JSON_LOGPROBS)}), "
         f"{result['machine']['cpus']} CPUs. Zero-shot, no examples in the prompt. Bias-corrected: the mean "
         "distribution over all the items divided out (no gold label read). Calibrated: then fitted on gold "
         "labels, each item by a calibrator fitted without it (5 folds), as the training job scores its checks.",
@@ -176,9 +182,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=200, help="items per dataset (default 200)")
     parser.add_argument("--venv", type=Path, default=Path(os.environ.get("LSAL_LLM_VENV", DEFAULT_VENV)))
     parser.add_argument("--from-raw", action="store_true", help="score the kept distributions, no LLM")
+    parser.add_argument("--json", action="store_true", help="JSON answers read by logprobs, not scored prompts")
+    parser.add_argument("--stem", default="llm_calibration", help="output file names (default llm_calibration)")
     parser.add_argument("--render-only", action="store_true", help="rebuild the .md from the .json")
     args = parser.parse_args(argv)
-    stem = RESULTS / "llm_calibration"
+    stem = RESULTS / args.stem
     if args.render_only:
         result = json.loads(stem.with_suffix(".json").read_text())
     else:
@@ -186,10 +194,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.from_raw:
             raw = json.loads(stem.with_suffix(".raw.json").read_text())
         else:
-            raw = collect(args.model, args.venv.expanduser(), args.datasets, args.n, stem.with_suffix(".raw.json"))
+            raw = collect(
+                args.model, args.venv.expanduser(), args.datasets, args.n, stem.with_suffix(".raw.json"), not args.json
+            )
         datasets = {name: evaluate(items, [n for n, _ in LABELS[name].values()])
                     for name, items in raw["datasets"].items()}  # fmt: skip
         result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "model": raw["model"],
+                  "reading": raw.get("reading", JSON_LOGPROBS),
                   "machine": machine(), "seconds": time.perf_counter() - started, "datasets": datasets}  # fmt: skip
         stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     table = markdown(result)
