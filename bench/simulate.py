@@ -170,13 +170,14 @@ class Review:
         """Pre-label `picked`, accept those the gate lets through; return the ones a human labels."""
         from backend.labeling import Example
         from backend.llm.annotator import pre_label
-        from backend.llm.checks import llm_checks, published_calibration
+        from backend.llm.checks import llm_checks, published_calibration, published_distribution_calibration
         from backend.llm.cost import Usage
         from backend.llm.routing import AUTO_ACCEPT
 
         checks = llm_checks(self.answers, [Example(i, pool[i], (gold[i],)) for i in human], self.classes,
                             self.target_precision)  # fmt: skip
         calibrator, threshold = published_calibration({"llm_checks": checks})
+        distribution = published_distribution_calibration({"llm_checks": checks})
         self.thresholds.append(threshold)
         asked = self.preannotate([pool[i] for i in picked], [(pool[i], gold[i]) for i in human])
         to_human = []
@@ -184,8 +185,9 @@ class Review:
             self.usage = (self.usage or Usage()) + usage
             if answer is not None:
                 self.answers[i] = answer
-                if pre_label(answer, calibrator, threshold).route == AUTO_ACCEPT:
-                    self.accepted[i] = answer.labels[0]
+                pre = pre_label(answer, calibrator, threshold, distribution)
+                if pre.route == AUTO_ACCEPT:
+                    self.accepted[i] = pre.labels[0]  # the corrected argmax where the answer had a distribution
                     continue
             to_human.append(i)
         return to_human

@@ -27,6 +27,7 @@ from backend.jobs.queue import PREANNOTATE, RANK, TRAIN, JobQueue
 from backend.jobs.running import JobContext, read_project, run_project_job
 from backend.jobs.state import ProjectState
 from backend.llm.annotator import PreLabel, StoredAnswer, few_shot_prompts, pre_label, pre_labels, prediction_item
+from backend.llm.bias import DistributionCalibration
 from backend.llm.cache import RedisCache
 from backend.llm.calibration import Calibrator
 from backend.llm.cascade import (
@@ -42,7 +43,7 @@ from backend.llm.cascade import (
     next_step,
     stage_with,
 )
-from backend.llm.checks import published_calibration
+from backend.llm.checks import prior_only, published_calibration, published_distribution_calibration
 from backend.llm.client import LLMAnswer, LLMClient, LLMConfig
 from backend.llm.cost import FREE, Budget, BudgetExceeded, Price, Usage, dollars
 from backend.llm.prompts import FORMAT_STYLES
@@ -85,7 +86,7 @@ def strong_llm_client(settings: Settings, conn: Any) -> LLMClient | None:
     return LLMClient(config, cache=RedisCache(conn))
 
 
-@dataclass(frozen=True)
+@dataclass
 class LLMStage:
     """One LLM of the cascade in this run: its endpoint, price and the calibration its checks published."""
 
@@ -94,15 +95,18 @@ class LLMStage:
     price: Price
     calibrator: Calibrator | None
     threshold: float | None
+    distribution: DistributionCalibration | None = None  # for answers with a label distribution
 
     @property
     def stage(self) -> Stage:
-        calibrated = self.calibrator is not None and self.calibrator.fitted_method is not None
         # an uncalibrated score has not been checked against humans: it accepts nothing
+        if self.distribution is not None and self.distribution.calibrated:
+            return stage_with(self.name, self.distribution.threshold)
+        calibrated = self.calibrator is not None and self.calibrator.fitted_method is not None
         return stage_with(self.name, self.threshold if calibrated else None)
 
     def label(self, answer: StoredAnswer) -> PreLabel:
-        return pre_label(answer, self.calibrator, self.threshold)
+        return pre_label(answer, self.calibrator, self.threshold, self.distribution)
 
 
 def _batches(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
@@ -144,11 +148,16 @@ def run_preannotation(
     revision = ctx.store.bump_llm_revision(project_id)
     student = ctx.store.latest_version(project_id)
     meta = ctx.store.meta(project_id, student) if student else {}
-    cheap = LLMStage(CHEAP, client, price, *published_calibration(meta))
+    published = published_distribution_calibration(meta)
+    # before a training run has published one, the prior comes from the answers so far, batch by batch
+    answered = {task: answer for task, answer in llm_answers.all_answers(ctx.conn, project_id).items()
+                if answer.model == client.config.model} if published is None else {}  # fmt: skip
+    cheap = LLMStage(CHEAP, client, price, *published_calibration(meta), published)
     strong_stage = None
     if strong is not None:
         strong_checks = {"llm_checks": meta.get("strong_llm_checks")}
-        strong_stage = LLMStage(STRONG, *strong, *published_calibration(strong_checks))
+        strong_stage = LLMStage(STRONG, *strong, *published_calibration(strong_checks),
+                                published_distribution_calibration(strong_checks))  # fmt: skip
     stages = [cheap.stage] + ([strong_stage.stage] if strong_stage else [])
     routed: Counter[str] = Counter()
     by_student = _student_pass(project_id, ctx, spec, student, meta, todo, revision)
@@ -174,6 +183,9 @@ def run_preannotation(
         spent = stats.record_llm_usage(ctx.conn, project_id, usage, price)
         fresh = _keep(batch, results, client.config.model, seed)
         llm_answers.save(ctx.conn, project_id, fresh)
+        if published is None:
+            answered.update(fresh)
+            cheap.distribution = prior_only(answered, spec.labels)
         labels = {task: cheap.label(answer) for task, answer in fresh.items()}
         decided = {task: _decided(next_step(stages, {CHEAP: label.score})) for task, label in labels.items()}
         cost = StageCost()
@@ -289,7 +301,7 @@ def _strong_pass(
     tasks = [task for task, _ in project.pool]
     cheap_answers = llm_answers.get_many(ctx.conn, project_id, tasks)
     cheap_labels = dict(zip(cheap_answers, pre_labels(list(cheap_answers.values()), cheap.calibrator,
-                                                       cheap.threshold), strict=True))  # fmt: skip
+                                                       cheap.threshold, cheap.distribution), strict=True))  # fmt: skip
     known = llm_answers.get_many(ctx.conn, project_id, tasks, STRONG)
     own = {task for task, generator in project.generators.items() if generator == model}
     own |= {task for task, stage in stats.cascade_stages(ctx.conn, project_id).items() if stage == STUDENT}

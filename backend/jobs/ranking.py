@@ -29,7 +29,7 @@ from backend.jobs.state import ProjectKeys, ProjectState
 from backend.labeling import Example, TaskSpec
 from backend.labeling.predictions import predict_tasks
 from backend.llm.annotator import StoredAnswer, pre_labels
-from backend.llm.checks import published_calibration
+from backend.llm.checks import published_calibration, published_distribution_calibration
 from backend.llm.cost import Budget, BudgetExceeded, Usage, dollars
 from backend.llm.prompts import informativeness_prompt, informativeness_schema
 from backend.selection.embeddings import svd_embeddings
@@ -195,7 +195,9 @@ def run_ranking(project_id: int, ctx: JobContext, strategy_name: str, size: int)
     queue_version = f"queue{queue_number}-{ctx.store.prediction_version(project_id)}"
     chosen_ids = [ids[i] for i in batch]
     answered = [task for task in chosen_ids if task in answers]
-    pre = dict(zip(answered, pre_labels([answers[task] for task in answered], calibrator, threshold), strict=True))
+    distribution = published_distribution_calibration(stored.meta)
+    chosen = pre_labels([answers[task] for task in answered], calibrator, threshold, distribution)
+    pre = dict(zip(answered, chosen, strict=True))
     tasks = [{"id": ids[i], "data": {spec.data_key: texts[i]}} for i in batch]
     items = predict_tasks(tasks, spec, model, queue_version, pre)
     predictions = [{"task": task["id"], **item} for task, item in zip(tasks, items, strict=True) if item]

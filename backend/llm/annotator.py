@@ -16,6 +16,7 @@ import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from backend.labeling import Example, TaskSpec, build_choices_result
+from backend.llm.bias import DistributionCalibration, informative
 from backend.llm.calibration import Calibrator
 from backend.llm.prompts import Prompt, build_prompt, select_examples
 from backend.llm.routing import route
@@ -53,22 +54,53 @@ class PreLabel:
     calibrated: bool
 
 
+def scores_distribution(answer: StoredAnswer) -> bool:
+    """Whether the answer's distribution is the model's own over single labels (read from logprobs) and not
+    flat, which the prior and the distribution calibrator apply to; vote shares, label sets and flat
+    distributions keep the top-confidence path."""
+    return answer.method != "votes" and len(answer.labels) == 1 and informative(answer.distribution)
+
+
 def pre_labels(
-    answers: Sequence[StoredAnswer], calibrator: Calibrator | None, threshold: float | None
+    answers: Sequence[StoredAnswer],
+    calibrator: Calibrator | None,
+    threshold: float | None,
+    distribution: DistributionCalibration | None = None,
 ) -> list[PreLabel]:
     """The answers as reviewers see them, calibrated in one call: 1-6 µs an answer, against 50-90 µs
-    calibrating them one by one (20k answers, Platt or isotonic)."""
+    calibrating them one by one (20k answers, Platt or isotonic).
+
+    An answer with a label distribution, when `distribution` has a prior or a fitted calibrator, gets the
+    corrected distribution's argmax as its label and that label's probability as its score, gated by
+    `distribution.threshold`; the others get their own label, the top confidence through `calibrator`,
+    gated by `threshold`.
+    """
+    out: list[PreLabel | None] = [None] * len(answers)
+    if distribution is not None and distribution.active:
+        rows = [i for i, answer in enumerate(answers) if scores_distribution(answer)]
+        best = distribution.apply([answers[i].distribution or {} for i in rows])
+        # only scores fitted on human checks may auto-accept
+        gate = distribution.threshold if distribution.calibrated else None
+        for i, (label, score) in zip(rows, best, strict=True):
+            out[i] = PreLabel((label,), score, route(score, gate), distribution.calibrated)
+    rest = [i for i, label in enumerate(out) if label is None]
     calibrated = calibrator is not None and calibrator.fitted_method is not None
-    raw = [answer.confidence for answer in answers]
-    scores = calibrator.transform(raw) if calibrated and answers else raw  # type: ignore[union-attr]
+    raw = [answers[i].confidence for i in rest]
+    scores = calibrator.transform(raw) if calibrated and rest else raw  # type: ignore[union-attr]
     # an uncalibrated score has not been checked against humans: it never auto-accepts
     gate = threshold if calibrated else None
-    return [PreLabel(answer.labels, float(score), route(float(score), gate), calibrated)
-            for answer, score in zip(answers, scores, strict=True)]  # fmt: skip
+    for i, score in zip(rest, scores, strict=True):
+        out[i] = PreLabel(answers[i].labels, float(score), route(float(score), gate), calibrated)
+    return [label for label in out if label is not None]
 
 
-def pre_label(answer: StoredAnswer, calibrator: Calibrator | None, threshold: float | None) -> PreLabel:
-    return pre_labels([answer], calibrator, threshold)[0]
+def pre_label(
+    answer: StoredAnswer,
+    calibrator: Calibrator | None,
+    threshold: float | None,
+    distribution: DistributionCalibration | None = None,
+) -> PreLabel:
+    return pre_labels([answer], calibrator, threshold, distribution)[0]
 
 
 def prediction_item(spec: TaskSpec, label: PreLabel, version: str) -> dict | None:

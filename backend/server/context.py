@@ -12,8 +12,9 @@ from backend.jobs.connection import connect
 from backend.jobs.queue import JobQueue
 from backend.jobs.state import ProjectState
 from backend.llm.annotator import PreLabel, pre_labels
+from backend.llm.bias import DistributionCalibration
 from backend.llm.calibration import Calibrator
-from backend.llm.checks import published_calibration
+from backend.llm.checks import published_calibration, published_distribution_calibration
 from backend.server.background import SerialRunner
 from backend.server.label_configs import LabelConfigs
 from backend.server.registry import ModelRegistry
@@ -21,6 +22,9 @@ from backend.settings import Settings
 from backend.student import ModelStore
 
 log = logging.getLogger(__name__)
+
+# a model version's LLM calibration: top-confidence calibrator, its threshold, distribution calibration
+Calibration = tuple[Calibrator | None, float | None, DistributionCalibration | None]
 EXTENSION = "lsal"
 
 
@@ -35,7 +39,7 @@ class Backend:
         self._queue: JobQueue | None = None
         self.label_configs = LabelConfigs(settings.max_label_config_kb * 1024, settings.label_config_cache_mb * 2**20)
         self._ls_access: dict[int, tuple[str, str]] = {}
-        self._calibrations: dict[tuple[int, str], tuple[Calibrator | None, float | None]] = {}
+        self._calibrations: dict[tuple[int, str], Calibration] = {}
         self._background = SerialRunner("lsal-redis-writes")
 
     def remember_ls_access(self, project_id: int, hostname: str, token: str) -> None:
@@ -73,13 +77,15 @@ class Backend:
 
         self._background.submit(forget)
 
-    def calibration(self, project_id: int, version: str | None) -> tuple[Calibrator | None, float | None]:
-        """The LLM calibration published with the student's `version` (parsed once per version)."""
+    def calibration(self, project_id: int, version: str | None) -> Calibration:
+        """The LLM calibration published with the student's `version` (parsed once per version): the top-
+        confidence calibrator, its threshold, and the distribution calibration."""
         if version is None:
-            return None, None
+            return None, None, None
         key = (project_id, version)
         if key not in self._calibrations:
-            self._calibrations[key] = published_calibration(self.store.meta(project_id, version))
+            meta = self.store.meta(project_id, version)
+            self._calibrations[key] = (*published_calibration(meta), published_distribution_calibration(meta))
         return self._calibrations[key]
 
     def llm_pre_labels(self, project_id: int, ids: list[int], student_version: str | None) -> dict[int, PreLabel]:
@@ -91,8 +97,8 @@ class Backend:
         except redis.RedisError as exc:  # the student still answers
             log.warning("project %s: LLM answers unavailable: %s", project_id, exc)
             return {}
-        calibrator, threshold = self.calibration(project_id, student_version)
-        return dict(zip(answers, pre_labels(list(answers.values()), calibrator, threshold), strict=True))
+        return dict(zip(answers, pre_labels(list(answers.values()), *self.calibration(project_id, student_version)),
+                        strict=True))  # fmt: skip
 
     @property
     def conn(self) -> redis.Redis:

@@ -39,7 +39,8 @@ def preannotate() -> tuple[Response, int]:
 
 @routes.get("/llm")
 def llm_report() -> Response:
-    """What human labels say about the LLM: checks, ECE raw and calibrated, threshold, agreement, routes."""
+    """What human labels say about the LLM: checks, ECE raw and calibrated, threshold, agreement, routes,
+    and for label distributions accuracy and ECE raw, bias-corrected and calibrated."""
     backend = current_backend()
     ref = project_ref(request.args.get("project"))
     version = backend.store.latest_version(ref.id)
@@ -48,12 +49,15 @@ def llm_report() -> Response:
                               "llm_revision": backend.store.llm_revision(ref.id), "checks": checks}  # fmt: skip
     if backend.store.llm_revision(ref.id) is not None:
         answers = llm_answers.all_answers(backend.conn, ref.id)
-        calibrator, threshold = backend.calibration(ref.id, version)
-        labels = pre_labels(list(answers.values()), calibrator, threshold)
+        labels = pre_labels(list(answers.values()), *backend.calibration(ref.id, version))
         report["answers"] = len(answers)
         report["auto_accept"] = sum(1 for label in labels if label.route == AUTO_ACCEPT)
         report["review"] = len(labels) - report["auto_accept"]
         report["spend"] = stats.llm_spend(backend.conn, ref.id)
+    distribution = (checks or {}).get("distribution") or {}
+    # accuracy, ECE and log-loss of the label distributions: raw, prior divided out, calibrated (out of fold)
+    report["distribution"] = {"checks": distribution["checks"], **distribution["stages"],
+                              "threshold": distribution.get("threshold")} if distribution else None  # fmt: skip
     report["cascade"] = cascade_report(backend, ref.id, version)
     return jsonify(report)
 

@@ -18,7 +18,7 @@ from backend.jobs.training import run_training
 from backend.llm.annotator import pre_labels
 from backend.llm.cache import RedisCache
 from backend.llm.cascade import CHEAP, HUMAN, STRONG, STUDENT
-from backend.llm.checks import published_calibration
+from backend.llm.checks import published_calibration, published_distribution_calibration
 from backend.llm.client import LLMClient, LLMConfig
 from backend.llm.cost import FREE, Price
 from backend.llm.routing import AUTO_ACCEPT
@@ -42,11 +42,12 @@ def truth(n: int) -> str:
 
 
 def cheap_answer(body: dict[str, Any]) -> Reply:
-    """Sure and right on three reviews in four (0.90-0.99); unsure (0.55) on every fourth, wrong on half of those."""
+    """Sure and right on three reviews in four (0.90-0.99); on every fourth (n % 8 in 0, 3: both truths)
+    "Positive" at 0.55, right for one and wrong for the other, so that no correction of the model's label
+    prior and no calibration can tell them apart."""
     n = number(body)
-    label = truth(n) if n % 8 != 0 else ("Negative" if truth(n) == "Positive" else "Positive")
+    label, p = ("Positive", 0.55) if n % 8 in (0, 3) else (truth(n), 0.90 + (n % 10) * 0.01)
     other = "Negative" if label == "Positive" else "Positive"
-    p = 0.55 if n % 4 == 0 else 0.90 + (n % 10) * 0.01
     return json_reply(label, p, [(other, 1 - p)])
 
 
@@ -73,15 +74,16 @@ def test_only_the_tasks_the_cheap_llm_is_unsure_of_reach_the_strong_one(
     trained = run_training(21, ls, ctx.store, 10, "labels", answers=llm_answers.all_answers(redis_conn, 21))  # type: ignore[arg-type]
     meta = ctx.store.meta(21, trained["version"])
     calibrator, threshold = published_calibration(meta)
+    distribution = published_distribution_calibration(meta)
     assert calibrator is not None and threshold is not None
 
     pool = range(91, 121)
     answers = llm_answers.get_many(redis_conn, 21, pool)
-    routes = dict(zip(answers, (label.route for label in pre_labels(list(answers.values()), calibrator, threshold)),
-                      strict=True))  # fmt: skip
+    labels = pre_labels(list(answers.values()), calibrator, threshold, distribution)
+    routes = dict(zip(answers, (label.route for label in labels), strict=True))
     unsure = {task for task, route in routes.items() if route != AUTO_ACCEPT}
     # every task the cheap LLM answered at 0.55 is unsure, and some sure ones are accepted
-    assert {task for task in pool if (task - 1) % 4 == 0} <= unsure and len(unsure) < len(pool)
+    assert {task for task in pool if (task - 1) % 8 in (0, 3)} <= unsure and len(unsure) < len(pool)
 
     cheap_asked = len(scripted_llm.requests)
     ls.imported.clear()

@@ -366,3 +366,49 @@ def test_ranking_refuses_a_project_whose_queue_is_off_and_leaves_label_studio_al
 
     ProjectState(redis_conn).set_queue_enabled(10, True)
     assert run_ranking(10, ctx, "margin", 5)["status"] == "ranked" and ls.sampling == "Uncertainty sampling"
+
+
+def answer_with_a_lean(body: dict[str, Any]) -> Reply:
+    """A biased but informative model: it always says Negative, yet gives Positive more mass on positive texts."""
+    text = body["messages"][-1]["content"]
+    number = int(re.search(r"review (\d+)", text).group(1))  # type: ignore[union-attr]
+    positive = any(w in text for w in ("love", "great", "wonderful", "happy", "excellent", "delighted"))
+    p_positive = (0.30 if positive else 0.05) + (number % 5) * 0.03
+    return json_reply("Negative", 1 - p_positive, [("Positive", p_positive)])
+
+
+def test_the_label_prior_is_divided_out_and_checks_publish_raw_corrected_and_calibrated(
+    job, scripted_llm: ScriptedLLM, redis_conn: redis.Redis
+) -> None:
+    from backend.server import create_app
+
+    scripted_llm.default = answer_with_a_lean
+    ls = FakeLabelStudio(texts(100))
+    ctx = job(ls, llm_seed_size=0)
+    assert run_preannotation(15, ctx, client(scripted_llm, redis_conn), FREE)["annotated"] == 100
+
+    def pushed(batch: list[dict[str, Any]]) -> list[str]:
+        return [p["result"][0]["value"]["choices"][0] for p in batch]
+
+    truth = ["Positive" if (task - 1) % 2 == 0 else "Negative" for task in range(1, 101)]
+    assert pushed(ls.imported[0]) == ["Negative"] * 10  # 10 answers: too few for a prior, the model's own label
+    # from 30 answers on, the prior (no human label) is divided out: the model's lean is gone
+    assert pushed(ls.imported[-1]) == [truth[p["task"] - 1] for p in ls.imported[-1]]
+
+    ls.annotated = {task: truth[task - 1] for task in range(1, 61)}
+    answers = llm_answers.all_answers(redis_conn, 15)
+    trained = run_training(15, ls, ctx.store, 10, "checks", answers=answers)  # type: ignore[arg-type]
+    assert trained["status"] == "trained" and trained["llm_checks"] == 60
+    checks = ctx.store.meta(15, trained["version"])["llm_checks"]["distribution"]
+    assert checks["checks"] == 60 and checks["prior_from"] == 40
+    stages = checks["stages"]
+    assert stages["raw"]["accuracy"] == 0.5 and stages["bias_corrected"]["accuracy"] == 1.0
+    assert stages["calibrated"]["accuracy"] == 1.0 and stages["calibrated"]["ece"] < stages["raw"]["ece"]
+
+    report = create_app(ctx.settings, redis_conn).test_client().get("/llm?project=15").get_json()
+    assert report["distribution"]["checks"] == 60
+    for stage in ("raw", "bias_corrected", "calibrated"):
+        assert report["distribution"][stage] == stages[stage]
+        assert set(stages[stage]) == {"accuracy", "ece", "log_loss"}
+    # 60 right checks: a lower bound above 0.95 opens the gate, on calibrated distributions only
+    assert checks["threshold"] is not None and report["auto_accept"] > 0
