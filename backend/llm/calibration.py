@@ -241,7 +241,8 @@ class DistributionCalibrator:
     `method`: "temperature" (one shared scale: fine from a few dozen checks), "vector" (a scale and a bias
     per label, L2 towards the identity: it can also move the argmax) or "auto": temperature below
     `vector_from` checks; from there, whichever of the two has the lower out-of-fold log-loss on the checks.
-    Below `min_checks` checks, or with one label only among them, it is the identity.
+    Below `min_checks` checks, or with one label only among them, it is the identity. A fitted one is
+    shrunk toward uniform by 1/(n+2) for n checks, like the student.
     """
 
     def __init__(self, method: str = "auto", min_checks: int = 20, vector_from: int = 100, l2: float = 1.0,
@@ -290,7 +291,11 @@ class DistributionCalibrator:
         matrix = normalized_rows(distributions)
         if self.method_ is None or self.scale_ is None or self.bias_ is None:
             return matrix
-        return _softmax(np.log(np.clip(matrix, LOG_FLOOR, 1.0)) * self.scale_ + self.bias_)
+        calibrated = _softmax(np.log(np.clip(matrix, LOG_FLOOR, 1.0)) * self.scale_ + self.bias_)
+        # shrunk toward uniform by 1/(n+2), as the student is: checks that all came out right (the scale
+        # then runs to its bound) cannot make n checks claim certainty
+        shrink = 1.0 / (self.n_checks_ + 2)
+        return (1.0 - shrink) * calibrated + shrink / calibrated.shape[1]
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"version": 1, "method": self.method_, "n_checks": self.n_checks_}

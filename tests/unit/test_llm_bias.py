@@ -214,3 +214,15 @@ def test_a_flat_distribution_keeps_the_answer_and_stays_out_of_the_prior() -> No
     published = published_distribution_calibration({"llm_checks": llm_checks(with_flat, examples, LABELS)})
     out = pre_labels([with_flat[1000]], None, None, published)
     assert out[0].labels == ("entity",) and out[0].score == 0.25 and out[0].route == REVIEW
+
+
+def test_checks_that_all_came_out_right_cannot_claim_certainty() -> None:
+    from backend.llm.calibration import DistributionCalibrator
+
+    rng = np.random.default_rng(3)
+    truth = rng.integers(0, 2, 90)
+    distributions = np.where(truth[:, None] == np.arange(2), 0.7, 0.3)  # always right, never sure
+    calibrator = DistributionCalibrator(method="temperature").fit(distributions, truth)
+    top = calibrator.transform(distributions).max(axis=1)
+    assert top.max() <= 1 - (1 / 92) / 2 + 1e-9  # 1/(n+2) of the mass stays spread over the 2 labels
+    assert top.min() > 0.9  # and the calibrator still sharpens a signal this clean
