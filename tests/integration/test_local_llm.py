@@ -8,6 +8,10 @@ The server's venv comes from LSAL_LLM_VENV (default ~/.cache/lsal/llm-server) wi
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +22,7 @@ from backend.llm.client import LLMClient, LLMConfig
 from backend.llm.local import LocalModelMissing, gguf_path, start_local_server, stop_local_server, venv_python
 from backend.llm.prompts import build_prompt
 from tests.fixtures.services import free_port
+from tests.helpers import ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -38,9 +43,13 @@ TEXTS = [
 ]
 
 
+def _venv() -> Path:
+    return Path(os.environ.get("LSAL_LLM_VENV", Path.home() / ".cache" / "lsal" / "llm-server")).expanduser()
+
+
 @pytest.fixture(scope="module")
 def smollm2_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    venv = Path(os.environ.get("LSAL_LLM_VENV", Path.home() / ".cache" / "lsal" / "llm-server")).expanduser()
+    venv = _venv()
     try:
         gguf_path("smollm2-135m", venv_python(venv))
     except LocalModelMissing as exc:
@@ -99,3 +108,30 @@ def test_smollm2_scores_a_label_distribution_from_one_token(smollm2_url: str) ->
     assert len({round(d["Positive"], 4) for d in distributions}) > 1, distributions
     # the signal is in the distribution (SmolLM2's argmax leans Positive): the worst meal is the more Negative
     assert distributions[1]["Negative"] > 2 * distributions[0]["Negative"], distributions[:2]
+
+
+def _alive(pid: int) -> bool:
+    """Whether the process runs (a zombie has exited: only its dead parent's reaping is missing)."""
+    try:
+        return ") Z " not in Path(f"/proc/{pid}/stat").read_text(errors="replace")
+    except FileNotFoundError:
+        return False
+
+
+def test_the_server_dies_with_the_process_that_started_it(smollm2_url: str, tmp_path: Path) -> None:
+    """`lsal run` (or a test, or a bench) killed outright must not leave a llama.cpp server behind."""
+    log = tmp_path / "llama.log"
+    starter = (
+        "import time; from pathlib import Path; from backend.llm.local import start_local_server\n"
+        f"server = start_local_server(Path({str(_venv())!r}), 'smollm2-135m', {free_port()}, Path({str(log)!r}))\n"
+        "print(server.pid, flush=True); time.sleep(600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", starter], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    server = int(parent.stdout.readline())  # type: ignore[union-attr]
+    assert _alive(server)
+    parent.send_signal(signal.SIGKILL)  # no finally, no atexit: only the kernel can tell the server
+    parent.wait()
+    deadline = time.monotonic() + 20
+    while _alive(server) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(server), f"the server (pid {server}) outlived the process that started it"
