@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from backend.childprocess import die_with_parent
+
 log = logging.getLogger("lsal")
 
 
@@ -59,7 +61,8 @@ class Supervisor:
 
     def start(self, child: Child) -> None:
         # a session of its own, so that what it leaves behind when it dies can be cleaned up with it
-        child.process = subprocess.Popen(list(child.command), env=self.env, start_new_session=True)
+        child.process = subprocess.Popen(list(child.command), env=self.env, start_new_session=True,
+                                         preexec_fn=die_with_parent)  # fmt: skip
         child.started_at = self.clock()
         child.restart_at = None
         log.info("%s started (pid %s)", child.name, child.process.pid)

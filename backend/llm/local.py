@@ -9,18 +9,17 @@ formats=("json_object",), the structured-output shape that server takes.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from backend.childprocess import die_with_parent
 from backend.llm.gguf_parts import QWEN25_CODER_1_5B, PartsError, SplitGGUF, assemble, discard, is_verified
 
 MODELS_DIR = Path.home() / ".cache" / "lsal" / "models"
@@ -251,7 +250,7 @@ def start_local_server(
     command = server_command(python, gguf_path(model, python), host, port, n_ctx, n_threads, chat)
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                   env=_server_env(), preexec_fn=_die_with_parent)  # fmt: skip
+                                   env=_server_env(), preexec_fn=die_with_parent)  # fmt: skip
     url = f"http://{host}:{port}/v1"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -264,18 +263,6 @@ def start_local_server(
     tail = "\n".join(Path(log_path).read_text(errors="replace").splitlines()[-20:])
     state = f"exited with {process.returncode}" if process.returncode is not None else f"not up in {timeout:.0f} s"
     raise RuntimeError(f"llama_cpp.server for {model} on {url} {state}; log {log_path}:\n{tail}")
-
-
-# loaded in the parent: the child, between fork and exec, must not import anything
-_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """Linux sends the server SIGTERM when the process that started it dies, even of SIGKILL: a server
-    (2 GB for the 1.5B model) never outlives the `lsal run`, test or bench that needed it."""
-    if _LIBC is not None:
-        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def stop_local_server(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:

@@ -149,3 +149,25 @@ def test_run_restarts_a_dead_worker_and_the_server_never_stops(tmp_path: Path, r
     text = log.read_text()
     assert f"worker (pid {first}) exited with status -9; restart 1 in 1 s" in text
     assert process.returncode == 0
+
+
+def test_run_killed_outright_takes_its_server_and_worker_with_it(tmp_path: Path, redis_url: str) -> None:
+    """Its children run in sessions of their own (a signal to its group does not reach them): the kernel
+    must end them when `lsal run` dies of SIGKILL, or a second `lsal run` finds the port taken."""
+    port = free_port()
+    env = {**os.environ, "DATA_DIR": str(tmp_path / "data"), "PORT": str(port), "HOST": "127.0.0.1",
+           "REDIS_URL": redis_url, "LLM_ENABLED": "false", "WEB_WORKERS": "1"}  # fmt: skip
+    for name in ("BASIC_AUTH_USER", "BASIC_AUTH_PASS", "WEBHOOK_SECRET"):
+        env.pop(name, None)
+    process = subprocess.Popen([sys.executable, "-m", "backend.cli", "run"], cwd=ROOT, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    wait_for(lambda: requests.get(f"{url}/health", timeout=2).ok, timeout=60, what="lsal run")
+    children = wait_for(lambda: len(found := _children(process.pid)) == 2 and found, timeout=30, what="2 children")
+    process.kill()
+    process.wait()
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{pid}").exists() for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [cmd for pid, cmd in children.items() if Path(f"/proc/{pid}").exists()]  # type: ignore[union-attr]
+    assert not left, f"outlived lsal run: {left}"
