@@ -58,31 +58,25 @@ def llm_client(settings: Settings, conn: Any) -> LLMClient | None:
     """The configured endpoint with the Redis cache; None when the LLM is off or not running."""
     if not settings.llm_enabled or settings.llm_url is None:
         return None
-    config = LLMConfig(
-        base_url=settings.llm_url,
-        model=settings.llm_model,
-        api_key=settings.llm_api_key,
-        timeout=settings.llm_timeout,
-        wait_budget=settings.llm_job_wait_seconds,
-        concurrency=settings.llm_concurrency,
-        # llama-cpp-python's server takes a schema only in its own json_object shape
-        formats=("json_object",) if settings.llm_is_local else FORMAT_STYLES,
-    )
-    return LLMClient(config, cache=RedisCache(conn))
+    # llama-cpp-python's server takes a schema only in its own json_object shape
+    formats = ("json_object",) if settings.llm_is_local else FORMAT_STYLES
+    return _client(settings, conn, settings.llm_url, settings.llm_model, settings.llm_api_key, formats)
 
 
 def strong_llm_client(settings: Settings, conn: Any) -> LLMClient | None:
     """The cascade's strong endpoint (LLM_STRONG_BASE_URL) with the Redis cache; None when not configured."""
     if not settings.llm_enabled or settings.llm_strong_base_url is None or settings.llm_strong_model is None:
         return None
-    config = LLMConfig(
-        base_url=settings.llm_strong_base_url,
-        model=settings.llm_strong_model,
-        api_key=settings.llm_strong_api_key,
-        timeout=settings.llm_timeout,
-        wait_budget=settings.llm_job_wait_seconds,
-        concurrency=settings.llm_concurrency,
-    )
+    return _client(settings, conn, settings.llm_strong_base_url, settings.llm_strong_model,
+                   settings.llm_strong_api_key)  # fmt: skip
+
+
+def _client(
+    settings: Settings, conn: Any, base_url: str, model: str, api_key: str, formats: tuple[str, ...] = FORMAT_STYLES
+) -> LLMClient:
+    config = LLMConfig(base_url=base_url, model=model, api_key=api_key, timeout=settings.llm_timeout,
+                       wait_budget=settings.llm_job_wait_seconds, concurrency=settings.llm_concurrency,
+                       formats=formats)  # fmt: skip
     return LLMClient(config, cache=RedisCache(conn))
 
 
