@@ -67,30 +67,29 @@ class LabelConfigs:
 
     def spec(self, label_config: Any) -> TaskSpec:
         """The spec of a config; 422 for one we cannot serve, 413 for one over the size limit."""
+        return self._spec_and_size(label_config)[0]
+
+    def remember(self, project_id: int, label_config: Any) -> TaskSpec:
+        spec, size = self._spec_and_size(label_config)
+        self._projects.put(project_id, spec, size)
+        return spec
+
+    def _spec_and_size(self, label_config: Any) -> tuple[TaskSpec, int]:
         if not isinstance(label_config, str):
             raise ProtocolError("a label config (XML string) is required", status=422)
-        size = _size(label_config)
-        if size > self.max_config_bytes:
-            raise ProtocolError(f"the label config is {size:,} bytes; the limit is {self.max_config_bytes:,} "
+        encoded = label_config.encode("utf-8", "surrogatepass")  # once: /predict may send it on every call
+        if len(encoded) > self.max_config_bytes:
+            raise ProtocolError(f"the label config is {len(encoded):,} bytes; the limit is {self.max_config_bytes:,} "
                                 "(MAX_LABEL_CONFIG_KB)", status=413)  # fmt: skip
-        digest = hashlib.sha256(label_config.encode("utf-8", "surrogatepass")).hexdigest()
+        digest = hashlib.sha256(encoded).hexdigest()
         spec = self._parsed.get(digest)
         if spec is None:
             try:
                 spec = parse_label_config(label_config)
             except UnsupportedLabelConfig as exc:
                 raise ProtocolError(str(exc), status=422) from exc
-            self._parsed.put(digest, spec, size)
-        return spec
-
-    def remember(self, project_id: int, label_config: Any) -> TaskSpec:
-        spec = self.spec(label_config)
-        self._projects.put(project_id, spec, _size(label_config))
-        return spec
+            self._parsed.put(digest, spec, len(encoded))
+        return spec, len(encoded)
 
     def for_project(self, project_id: int) -> TaskSpec | None:
         return self._projects.get(project_id)
-
-
-def _size(label_config: str) -> int:
-    return len(label_config.encode("utf-8", "surrogatepass"))
