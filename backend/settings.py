@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from backend.llm.cost import Price, parse_prices, price_for
 from backend.llm.local import DEFAULT_LOCAL_MODEL
+from backend.student.encoder import NO_ENCODER, EncoderUnavailable, check_available
 
 
 class Settings(BaseSettings):
@@ -81,6 +83,9 @@ class Settings(BaseSettings):
     human_cost_per_label: float = Field(0.10, description="USD an annotator's label costs, for cost-aware stopping")
 
     min_annotations: int = Field(10, description="labelled tasks needed before the first training")
+    student_encoder: Literal["minilm", "none"] = Field(
+        "minilm", description="sentence encoder whose embeddings join the student's TF-IDF features"
+    )
     train_job_timeout: int = 1800
     llm_job_timeout: int = Field(6 * 3600, description="seconds before a pre-annotation job is stopped")
     ls_page_size: int = 500
@@ -112,6 +117,15 @@ class Settings(BaseSettings):
             given, missing = ("BASIC_AUTH_USER", "BASIC_AUTH_PASS") if self.basic_auth_user else (
                 "BASIC_AUTH_PASS", "BASIC_AUTH_USER")  # fmt: skip
             raise ValueError(f"{given} is set but {missing} is not: set both for basic auth, or neither")
+        return self
+
+    @model_validator(mode="after")
+    def _encoder_is_installed(self) -> Settings:
+        if self.student_encoder != NO_ENCODER:
+            try:
+                check_available(self.student_encoder)
+            except EncoderUnavailable as exc:
+                raise ValueError(str(exc)) from None
         return self
 
     @model_validator(mode="after")

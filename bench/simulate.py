@@ -97,14 +97,15 @@ def budgets(initial: int, batch: int, batch_large: int, budget: int) -> list[int
 
 
 def committee_probas(
-    classes: Sequence[str], texts: Sequence[str], labels: Sequence[str], pool: Sequence[str], members: int, seed: int
-) -> list[np.ndarray]:
+    classes: Sequence[str], texts: Sequence[str], labels: Sequence[str], pool: Sequence[str], members: int, seed: int,
+    encoder: str | None = None,
+) -> list[np.ndarray]:  # fmt: skip
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(members):
         rows = rng.integers(0, len(texts), len(texts))
         if len({labels[i] for i in rows}) >= 2:
-            member = StudentModel(classes).fit([texts[i] for i in rows], [(labels[i],) for i in rows])
+            member = StudentModel(classes, encoder=encoder).fit([texts[i] for i in rows], [(labels[i],) for i in rows])
             out.append(member.predict_proba(pool))
     return out
 
@@ -212,11 +213,13 @@ def simulate(
     weak: Mapping[int, str] | None = None,
     weak_weight: float = LLM_LABEL_WEIGHT,
     review: Review | None = None,
+    encoder: str | None = None,
 ) -> dict[str, Any]:
     """One learning curve: the student's test accuracy at each count of human labels in `steps`, labels
     chosen by `strategy` after the first `steps[0]` random ones. `weak` (pool index -> an LLM's label) joins
     the training at `weak_weight` wherever no human label exists for the item. With `review`, every chosen
-    task is pre-labelled by the LLM first and auto-accepted ones join at full weight without a human."""
+    task is pre-labelled by the LLM first and auto-accepted ones join at full weight without a human.
+    `encoder` is the student's sentence encoder (None: TF-IDF alone, today's default before STUDENT_ENCODER)."""
     rng = np.random.default_rng(seed)
     n = len(data.pool)
     labelled = list(rng.choice(n, steps[0], replace=False))
@@ -230,7 +233,7 @@ def simulate(
         texts = [data.pool[i] for i in labelled]
         taken = set(labelled) | set(accepted)
         extra = [i for i in (weak or {}) if i not in taken]
-        model = StudentModel(data.classes).fit(
+        model = StudentModel(data.classes, encoder=encoder).fit(
             texts + [data.pool[i] for i in accepted] + [data.pool[i] for i in extra],
             [(data.pool_labels[i],) for i in labelled] + [(label,) for label in accepted.values()]
             + [((weak or {})[i],) for i in extra],
@@ -248,7 +251,7 @@ def simulate(
             pool.embeddings, pool.labelled_embeddings = embeddings[rest], embeddings[sorted(taken)]
         if "committee" in strategy.needs:
             pool.committee = committee_probas(data.classes, texts, [data.pool_labels[i] for i in labelled],
-                                              [data.pool[i] for i in rest], 5, seed)  # fmt: skip
+                                              [data.pool[i] for i in rest], 5, seed, encoder)  # fmt: skip
         picked = [int(rest[i]) for i in strategy.rank(pool, next_step - len(labelled), rng)]
         round_seconds.append(time.perf_counter() - started)
         if review is None:
@@ -308,63 +311,121 @@ def area_under_curve(steps: Sequence[int], curve: Sequence[float]) -> float:
     return float(np.trapezoid(curve, steps) / (steps[-1] - steps[0])) if len(steps) > 1 else float(curve[0])
 
 
+STUDENTS = {"tfidf": None, "minilm": "minilm"}  # --students: name -> the StudentModel's encoder
+
+
+def variant(strategy: str, student: str) -> str:
+    """A run's name: the strategy, and the student when it is not today's TF-IDF one."""
+    return strategy if student == "tfidf" else f"{strategy}@{student}"
+
+
+def cached_embeddings(encoder: str) -> Path:
+    """Sentence embeddings kept between bench runs (git-ignored): encoding the corpora takes minutes."""
+    return RESULTS / "cache" / f"embeddings-{encoder}.npz"
+
+
+def load_embeddings(encoder: str) -> None:
+    from backend.student.encoder import memory_cache
+
+    path = cached_embeddings(encoder)
+    cache = memory_cache(encoder)
+    cache.max_bytes = 2 << 30
+    if path.exists():
+        kept = np.load(path)
+        cache.put_many(dict(zip((bytes(d) for d in kept["digests"]), kept["rows"], strict=True)))
+
+
+def save_embeddings(encoder: str) -> None:
+    from backend.student.encoder import memory_cache
+
+    rows = memory_cache(encoder).rows()
+    if rows:
+        cached_embeddings(encoder).parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cached_embeddings(encoder), digests=np.array([np.frombuffer(d, np.uint8) for d in rows]),
+                 rows=np.array(list(rows.values())))  # fmt: skip
+
+
+def pool_embeddings(data: Split, encoder: str | None, seed: int) -> np.ndarray:
+    """What the diversity strategies rank on: the student's sentence embeddings, else TF-IDF + SVD."""
+    if encoder is None:
+        return svd_embeddings(data.pool, seed=seed)
+    from backend.student.encoder import embed_texts
+
+    return embed_texts(encoder, data.pool)
+
+
 def run(args: argparse.Namespace, client: Any = None) -> dict[str, Any]:
-    """Every dataset x seed x strategy; with a `client`, each strategy also with the LLM seed (--llm-seed) and
-    with LLM pre-annotation (--llm-preannotate)."""
+    """Every dataset x seed x student x strategy; with a `client`, each strategy also with the LLM seed
+    (--llm-seed) and with LLM pre-annotation (--llm-preannotate)."""
     steps = budgets(args.initial, args.batch, args.batch_large, args.budget)
-    results: dict[str, Any] = {}
-    for name in args.datasets:
-        names = list(args.strategies)
-        names += [f"{s}{LLM_SUFFIX}" for s in args.strategies] if client and args.llm_seed else []
-        names += [f"{s}{PRE_SUFFIX}" for s in args.strategies] if client and args.llm_preannotate else []
-        per_strategy: dict[str, list[dict[str, Any]]] = {s: [] for s in names}
-        full = []
-        seeded: list[dict[str, Any]] = []
-        for seed in range(args.seeds):
-            data = split(name, seed, args.test, args.max_pool)
+    for encoder in {STUDENTS[student] for student in args.students} - {None}:
+        load_embeddings(encoder)
+    try:
+        return {name: run_dataset(args, name, steps, client) for name in args.datasets}
+    finally:
+        for encoder in {STUDENTS[student] for student in args.students} - {None}:
+            save_embeddings(encoder)
+
+
+def run_dataset(args: argparse.Namespace, name: str, steps: list[int], client: Any) -> dict[str, Any]:
+    bases = list(args.strategies)
+    bases += [f"{s}{LLM_SUFFIX}" for s in args.strategies] if client and args.llm_seed else []
+    bases += [f"{s}{PRE_SUFFIX}" for s in args.strategies] if client and args.llm_preannotate else []
+    per_strategy: dict[str, list[dict[str, Any]]] = {variant(s, st): [] for st in args.students for s in bases}
+    full: dict[str, list[float]] = {student: [] for student in args.students}
+    seeded: list[dict[str, Any]] = []
+    for seed in range(args.seeds):
+        data = split(name, seed, args.test, args.max_pool)
+        for student in args.students:
             started = time.perf_counter()
-            full_model = StudentModel(data.classes).fit(data.pool, [(y,) for y in data.pool_labels])
-            full.append(accuracy(full_model, data.test, data.test_labels))
-            log(f"{name} seed {seed}: pool {len(data.pool)}, test {len(data.test)}, full supervision "
-                f"{full[-1]:.3f} ({time.perf_counter() - started:.1f} s)")  # fmt: skip
-            embeddings = svd_embeddings(data.pool, seed=seed)
-            weak: dict[int, str] | None = None
-            config, to_gold = seed_label_config(name, data.classes)
-            preannotate = PreAnnotator(client, config, to_gold, args.llm_few_shot) if client else None
-            if client is not None and args.llm_seed:
-                started = time.perf_counter()
-                weak, usage = llm_seed_labels(client, config, data.pool, args.llm_seed, to_gold)
-                right = sum(label == data.pool_labels[i] for i, label in weak.items())
-                seeded.append({"labelled": len(weak), "right": right, "prompt_tokens": usage.prompt_tokens,
-                               "completion_tokens": usage.completion_tokens,
-                               "seconds": time.perf_counter() - started})  # fmt: skip
-                log(f"  LLM seed: {len(weak)} labels, {right} right ({time.perf_counter() - started:.0f} s)")
-            for strategy_name in names:
-                base = strategy_name.removesuffix(LLM_SUFFIX).removesuffix(PRE_SUFFIX)
-                review = Review(preannotate, data.classes) if strategy_name.endswith(PRE_SUFFIX) and preannotate \
+            full_model = StudentModel(data.classes, encoder=STUDENTS[student])
+            full_model.fit(data.pool, [(y,) for y in data.pool_labels])
+            full[student].append(accuracy(full_model, data.test, data.test_labels))
+            log(f"{name} seed {seed} {student}: pool {len(data.pool)}, test {len(data.test)}, full supervision "
+                f"{full[student][-1]:.3f} ({time.perf_counter() - started:.1f} s)")  # fmt: skip
+        weak: dict[int, str] | None = None
+        config, to_gold = seed_label_config(name, data.classes)
+        preannotate = PreAnnotator(client, config, to_gold, args.llm_few_shot) if client else None
+        if client is not None and args.llm_seed:
+            started = time.perf_counter()
+            weak, usage = llm_seed_labels(client, config, data.pool, args.llm_seed, to_gold)
+            right = sum(label == data.pool_labels[i] for i, label in weak.items())
+            seeded.append({"labelled": len(weak), "right": right, "prompt_tokens": usage.prompt_tokens,
+                           "completion_tokens": usage.completion_tokens,
+                           "seconds": time.perf_counter() - started})  # fmt: skip
+            log(f"  LLM seed: {len(weak)} labels, {right} right ({time.perf_counter() - started:.0f} s)")
+        for student in args.students:
+            encoder = STUDENTS[student]
+            embeddings = pool_embeddings(data, encoder, seed)
+            for base_name in bases:
+                base = base_name.removesuffix(LLM_SUFFIX).removesuffix(PRE_SUFFIX)
+                review = Review(preannotate, data.classes) if base_name.endswith(PRE_SUFFIX) and preannotate \
                     else None  # fmt: skip
                 started = time.perf_counter()
                 outcome = simulate(data, make_strategy(base), seed, steps, embeddings,
-                                   weak if strategy_name.endswith(LLM_SUFFIX) else None, review=review)  # fmt: skip
-                per_strategy[strategy_name].append(outcome)
-                log(f"  {strategy_name}: {outcome['accuracy'][-1]:.3f} at {steps[-1]} human labels "
+                                   weak if base_name.endswith(LLM_SUFFIX) else None, review=review,
+                                   encoder=encoder)  # fmt: skip
+                per_strategy[variant(base_name, student)].append(outcome)
+                log(f"  {variant(base_name, student)}: {outcome['accuracy'][-1]:.3f} at {steps[-1]} human labels "
                     f"({time.perf_counter() - started:.0f} s){_reviewed(outcome.get('review'))}")  # fmt: skip
-        target = 0.95 * statistics.mean(full)
-        summary = {}
-        for strategy_name, runs in per_strategy.items():
-            curves = np.array([r["accuracy"] for r in runs])
-            reached = [labels_to_reach(steps, r["accuracy"], target) for r in runs]
-            summary[strategy_name] = {
-                "mean": curves.mean(axis=0).tolist(),
-                "std": curves.std(axis=0).tolist(),
-                "auc": [area_under_curve(steps, r["accuracy"]) for r in runs],
-                "labels_to_95": reached,
-                "round_seconds": statistics.median(s for r in runs for s in r["round_seconds"]),
-            } | ({"review": [r["review"] for r in runs]} if runs and "review" in runs[0] else {})
-        results[name] = {"steps": steps, "full_supervision": full, "target": target, "strategies": summary}
-        if seeded:
-            results[name]["llm_seed"] = seeded
-    return results
+    baseline = args.students[0]
+    target = 0.95 * statistics.mean(full[baseline])
+    summary = {}
+    for strategy_name, runs in per_strategy.items():
+        student = strategy_name.partition("@")[2] or "tfidf"
+        own_target = 0.95 * statistics.mean(full[student])
+        curves = np.array([r["accuracy"] for r in runs])
+        summary[strategy_name] = {
+            "mean": curves.mean(axis=0).tolist(),
+            "std": curves.std(axis=0).tolist(),
+            "auc": [area_under_curve(steps, r["accuracy"]) for r in runs],
+            "labels_to_95": [labels_to_reach(steps, r["accuracy"], target) for r in runs],
+            "labels_to_95_own": [labels_to_reach(steps, r["accuracy"], own_target) for r in runs],
+            "round_seconds": statistics.median(s for r in runs for s in r["round_seconds"]),
+        } | ({"review": [r["review"] for r in runs]} if runs and "review" in runs[0] else {})
+    result = {"steps": steps, "full_supervision": full[baseline], "target": target, "strategies": summary,
+              "full_supervision_by_student": full}  # fmt: skip
+    return result | ({"llm_seed": seeded} if seeded else {})
 
 
 def _reviewed(review: Mapping[str, Any] | None) -> str:
@@ -406,7 +467,8 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"Generated by `{command_line(a)}` on {result['date']} in {result['minutes']:.1f} min; "
         f"{a['seeds']} seeds; {a['initial']} random labels, then batches of {a['batch']} (of {a['batch_large']} "
-        f"past 200) up to {a['budget']}; the product's StudentModel; machine {result['machine']['cpus']} CPUs "
+        f"past 200) up to {a['budget']}; the product's StudentModel ({', '.join(a.get('students') or ['tfidf'])}; "
+        f"`@minilm`: with all-MiniLM-L6-v2 embeddings); machine {result['machine']['cpus']} CPUs "
         f"({result['machine']['cpu_model']}).",
         "",
         "| dataset | strategy | accuracy at the budget | AUC (mean accuracy over the budget) | labels to 95% of full "
@@ -426,6 +488,12 @@ def markdown(result: dict[str, Any]) -> str:
         full = statistics.mean(d["full_supervision"])
         lines.append(f"- {name}: full supervision {full:.3f} (95%: {d['target']:.3f}), pool of "
                      f"{a['max_pool']} at most.")  # fmt: skip
+        by_student = d.get("full_supervision_by_student") or {}
+        if len(by_student) > 1:
+            own = {st: f"{statistics.mean(v):.3f}" for st, v in by_student.items()}
+            lines.append(f"  - full supervision by student: {', '.join(f'{k} {v}' for k, v in own.items())}; labels "
+                         "to 95% of each student's own: " + ", ".join(
+                             f"{k} {_reached(v['labels_to_95_own'])}" for k, v in d["strategies"].items()))  # fmt: skip
         for seeded in d.get("llm_seed") or []:
             hosted = _hosted_dollars(seeded["prompt_tokens"], seeded["completion_tokens"])
             lines.append(f"  - LLM seed ({a.get('llm_model')}): {seeded['labelled']} labels, {seeded['right']} "
@@ -525,6 +593,9 @@ def parser() -> argparse.ArgumentParser:
     options = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     options.add_argument("--datasets", nargs="+", default=["trec6", "sms_spam", "reuters_r8"])
     options.add_argument("--strategies", nargs="+", default=DEFAULT_STRATEGIES)
+    options.add_argument("--students", nargs="+", default=["tfidf"], choices=sorted(STUDENTS),
+                         help="students side by side, the first the baseline: tfidf (TF-IDF alone), minilm "
+                              "(TF-IDF + all-MiniLM-L6-v2 embeddings)")  # fmt: skip
     options.add_argument("--seeds", type=int, default=3)
     options.add_argument("--initial", type=int, default=20)
     options.add_argument("--batch", type=int, default=20)

@@ -73,3 +73,26 @@ def fit_thousands_of_texts() -> dict[str, float]:
     model = StudentModel(["a", "b"]).fit(texts, [(label,) for label in labels])
     right = [p.labels[0] == label for p, label in zip(model.predict(texts), labels, strict=True)]
     return {"forks": sum(started), "training_accuracy": sum(right) / len(right)}
+
+
+class CountingEncoder:
+    """A stand-in for SentenceEncoder: deterministic unit vectors from the text, and a count of what it encoded."""
+
+    def __init__(self, name: str = "minilm", dim: int = 384) -> None:
+        self.name = name
+        self.dim = dim
+        self.batch_size = 32
+        self.encoded: list[str] = []
+
+    def encode(self, texts, progress=None):  # type: ignore[no-untyped-def]
+        import hashlib
+
+        import numpy as np
+
+        self.encoded.extend(texts)
+        rows = [np.random.default_rng(int.from_bytes(hashlib.sha1(t.encode()).digest()[:8])).standard_normal(self.dim)
+                for t in texts]  # fmt: skip
+        out = np.array(rows, dtype=np.float32).reshape(len(texts), self.dim)
+        if progress is not None and len(texts):
+            progress(len(texts))
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)

@@ -16,12 +16,13 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 from backend.jobs import llm_answers, stats
+from backend.jobs.embeddings import ProjectEmbeddings
 from backend.jobs.preannotate import llm_client
 from backend.jobs.queue import RANK
 from backend.jobs.running import JobContext, read_project, run_project_job
@@ -76,27 +77,65 @@ def rounds(conn: Any, project_id: int) -> list[dict[str, Any]]:
     return [json.loads(r) for r in conn.lrange(_key(project_id, "rounds"), 0, -1)]
 
 
-def predict_proba(model: StudentModel, texts: Sequence[str]) -> np.ndarray:
-    parts = [model.predict_proba(texts[i : i + PREDICT_CHUNK]) for i in range(0, len(texts), PREDICT_CHUNK)]
+def predict_proba(model: StudentModel, texts: Sequence[str], embeddings: np.ndarray | None = None) -> np.ndarray:
+    chunks = [slice(i, i + PREDICT_CHUNK) for i in range(0, len(texts), PREDICT_CHUNK)]
+    parts = [model.predict_proba(texts[c], None if embeddings is None else embeddings[c]) for c in chunks]
     return np.vstack(parts) if parts else np.zeros((0, len(model.labels)))
 
 
 def bootstrap_committee(
-    spec: TaskSpec, human: Sequence[Example], texts: Sequence[str], members: int = 5, seed: int = 0
+    spec: TaskSpec,
+    human: Sequence[Example],
+    texts: Sequence[str],
+    members: int = 5,
+    seed: int = 0,
+    vectors: TaskVectors | None = None,
 ) -> list[np.ndarray]:
-    """Probabilities on `texts` from students fitted on bootstrap resamples of the human labels."""
+    """Probabilities on `texts` from students fitted on bootstrap resamples of the human labels.
+
+    With `vectors`, the members use the student's encoder features, like the student they stand in for.
+    """
     rng = np.random.default_rng(seed)
+    encoder = vectors.encoder if vectors is not None else None
     out = []
     for _ in range(members):
         rows = rng.integers(0, len(human), len(human))
         sample = [human[i] for i in rows]
         if len({label_value(e.labels, spec.multi_label) for e in sample}) < 2:
             continue  # one label set throughout: no label is seen both ways, so there is nothing to fit
-        member = StudentModel(spec.labels, multi_label=spec.multi_label).fit(
-            [e.text for e in sample], [e.labels for e in sample]
-        )
-        out.append(predict_proba(member, texts))
+        member = StudentModel(spec.labels, multi_label=spec.multi_label, encoder=encoder).fit(
+            [e.text for e in sample], [e.labels for e in sample],
+            embeddings=vectors.human[rows] if vectors is not None else None,
+        )  # fmt: skip
+        out.append(predict_proba(member, texts, vectors.pool if vectors is not None else None))
     return out
+
+
+@dataclass(frozen=True)
+class TaskVectors:
+    """The sentence embeddings of a ranking's tasks, under the student's encoder."""
+
+    encoder: str
+    pool: np.ndarray  # (n, dim), rows in pool order
+    human: np.ndarray  # (m, dim), rows in the order of the human examples
+    lookup: ProjectEmbeddings
+
+
+def task_vectors(
+    ctx: JobContext, project_id: int, model: StudentModel, ids: Sequence[int], texts: Sequence[str],
+    human: Sequence[Example],
+) -> TaskVectors | None:  # fmt: skip
+    """Every task's embedding, read back or encoded now (once per task); None when the student has no encoder."""
+    if model.encoder is None:
+        return None
+    lookup = ProjectEmbeddings(ctx.conn, project_id, model.encoder)
+
+    def report(done: int, total: int) -> None:
+        if done == total or done % 1024 < lookup.encoder.batch_size:
+            ctx.progress(f"embedding {total} tasks: {done} done")
+
+    everything = lookup.of([*ids, *(e.task_id for e in human)], [*texts, *(e.text for e in human)], report)
+    return TaskVectors(model.encoder, everything[: len(ids)], everything[len(ids) :], lookup)
 
 
 def label_value(labels: Sequence[str], multi_label: bool) -> str:
@@ -171,14 +210,15 @@ def run_ranking(project_id: int, ctx: JobContext, strategy_name: str, size: int)
     spec, human, pool = project.spec, project.human, project.pool
     ids, texts = [task for task, _ in pool], [text for _, text in pool]
     model: StudentModel = stored.model
+    vectors = task_vectors(ctx, project_id, model, ids, texts, human)
     ctx.progress(f"scoring {len(pool)} unlabelled tasks")
-    proba = predict_proba(model, texts)
+    proba = predict_proba(model, texts, vectors.pool if vectors is not None else None)
     strategy = make_strategy(strategy_name)
     answers = llm_answers.all_answers(ctx.conn, project_id)
     batch: list[int] = []
     fallback = None
     if pool:
-        features = _pool(strategy.needs, spec, human, texts, ids, proba, answers)
+        features = _pool(strategy.needs, spec, human, texts, ids, proba, answers, vectors)
         if "llm_informativeness" in strategy.needs:
             features.llm_informativeness = judged_informativeness(ctx, project_id, spec, texts, proba, size)
         try:
@@ -199,7 +239,7 @@ def run_ranking(project_id: int, ctx: JobContext, strategy_name: str, size: int)
     chosen = pre_labels([answers[task] for task in answered], calibrator, threshold, distribution)
     pre = dict(zip(answered, chosen, strict=True))
     tasks = [{"id": ids[i], "data": {spec.data_key: texts[i]}} for i in batch]
-    items = predict_tasks(tasks, spec, model, queue_version, pre)
+    items = predict_tasks(tasks, spec, model, queue_version, pre, vectors.lookup.of if vectors is not None else None)
     predictions = [{"task": task["id"], **item} for task, item in zip(tasks, items, strict=True) if item]
     order = [p["task"] for p in sorted(predictions, key=lambda p: (p["score"], p["task"]))]
 
@@ -214,7 +254,7 @@ def run_ranking(project_id: int, ctx: JobContext, strategy_name: str, size: int)
     if previous and previous["version"] != queue_version:
         ctx.ls.delete_predictions(project_id, previous["version"])
 
-    signals = _stopping(ctx, project_id, spec, model, stored.meta, human, ids, texts, proba)
+    signals = _stopping(ctx, project_id, spec, model, stored.meta, human, ids, texts, proba, vectors)
     log.info("project %s: queue %s (%s) with %d tasks of %d", project_id, queue_version, strategy_name,
              len(order), len(pool))  # fmt: skip
     return {
@@ -237,14 +277,22 @@ def _pool(
     ids: Sequence[int],
     proba: np.ndarray,
     answers: Mapping[int, StoredAnswer],
+    vectors: TaskVectors | None = None,
 ) -> Pool:
-    """What the strategy asks for, computed only when it asks (embeddings and committees are not free)."""
+    """What the strategy asks for, computed only when it asks (embeddings and committees are not free).
+
+    The diversity strategies' embeddings are the student's sentence embeddings where it has an encoder,
+    else TF-IDF reduced by truncated SVD.
+    """
     pool = Pool(proba=proba, multi_label=spec.multi_label)
     if needs & {"embeddings", "labelled_embeddings"}:
-        embedded = svd_embeddings(list(texts) + [e.text for e in human])
-        pool.embeddings, pool.labelled_embeddings = embedded[: len(texts)], embedded[len(texts) :]
+        if vectors is not None:
+            pool.embeddings, pool.labelled_embeddings = vectors.pool, vectors.human
+        else:
+            embedded = svd_embeddings(list(texts) + [e.text for e in human])
+            pool.embeddings, pool.labelled_embeddings = embedded[: len(texts)], embedded[len(texts) :]
     if "committee" in needs and len(human) >= 2:
-        pool.committee = bootstrap_committee(spec, human, texts)
+        pool.committee = bootstrap_committee(spec, human, texts, vectors=vectors)
     if "llm_proba" in needs:
         pool.llm_proba = llm_distributions(answers, ids, spec.labels)
     return pool
@@ -260,11 +308,14 @@ def _stopping(
     ids: Sequence[int],
     texts: Sequence[str],
     proba: np.ndarray,
+    vectors: TaskVectors | None = None,
 ) -> list[dict[str, Any]]:
     """Record this round and evaluate the stopping rules on the project's history."""
     known = {e.task_id: e.text for e in human} | dict(zip(ids, texts, strict=True))
     fixed = [task for task in stop_set(ctx.conn, project_id, list(known)) if task in known]
-    predictions = model.predict([known[t] for t in fixed]) if fixed else []
+    fixed_texts = [known[t] for t in fixed]
+    fixed_vectors = vectors.lookup.of(fixed, fixed_texts) if vectors is not None and fixed else None
+    predictions = model.predict(fixed_texts, fixed_vectors) if fixed else []
     stop_labels = [label_value(p.labels, spec.multi_label) for p in predictions]
     prequential = meta.get("prequential") or {}
     this_round = Round(

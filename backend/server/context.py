@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import redis
 from flask import current_app
 
 from backend.jobs import llm_answers, stats
 from backend.jobs.connection import connect
+from backend.jobs.embeddings import ProjectEmbeddings
 from backend.jobs.queue import JobQueue
 from backend.jobs.state import ProjectState
 from backend.llm.annotator import PreLabel, pre_labels
@@ -20,6 +23,7 @@ from backend.server.label_configs import LabelConfigs
 from backend.server.registry import ModelRegistry
 from backend.settings import Settings
 from backend.student import ModelStore
+from backend.student.encoder import embed_texts
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +103,21 @@ class Backend:
             return {}
         return dict(zip(answers, pre_labels(list(answers.values()), *self.calibration(project_id, student_version)),
                         strict=True))  # fmt: skip
+
+    def task_embeddings(self, project_id: int, encoder: str) -> Callable[[Sequence[int | None], Sequence[str]], Any]:
+        """embed(task ids, texts) for /predict: the project's kept embeddings, new ones encoded and kept;
+        encoded in memory when Redis is down (the student still answers)."""
+        kept = ProjectEmbeddings(self.conn, project_id, encoder)
+
+        def embed(ids: Sequence[int | None], texts: Sequence[str]) -> Any:
+            try:
+                return kept.of(ids, texts)
+            except redis.RedisError as exc:
+                log.warning("project %s: kept embeddings unavailable, encoding %d texts: %s", project_id,
+                            len(texts), exc)  # fmt: skip
+                return embed_texts(encoder, texts)
+
+        return embed
 
     @property
     def conn(self) -> redis.Redis:

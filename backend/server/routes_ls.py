@@ -80,7 +80,9 @@ def predict() -> Response:
     model = stored.model if stored is not None else None
     llm = backend.llm_pre_labels(ref.id, task_ids(tasks), stored.version if stored is not None else None)
     version = backend.store.prediction_version(ref.id)
-    results = predict_tasks(tasks, spec, model, version, llm)
+    encoder = getattr(model, "encoder", None)
+    embed = backend.task_embeddings(ref.id, encoder) if encoder else None
+    results = predict_tasks(tasks, spec, model, version, llm, embed)
     metrics.PREDICTED_TASKS.inc(sum(1 for r in results if r))
     return jsonify(results=results, model_version=version or UNTRAINED)
 

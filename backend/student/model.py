@@ -34,6 +34,8 @@ from sklearn.model_selection import StratifiedKFold, StratifiedShuffleSplit
 from sklearn.pipeline import FeatureUnion, make_pipeline
 from sklearn.svm import LinearSVC
 
+from backend.student.encoder import NO_ENCODER, embed_texts
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -429,6 +431,9 @@ def _fit_transform(union: FeatureUnion, texts: Sequence[str]) -> sparse.csr_matr
 class StudentModel:
     """Text classifier over a fixed label set, single- or multi-label."""
 
+    encoder: str | None = None  # class-level defaults: models pickled before the encoder existed still load
+    encoder_weight: float = 1.0
+
     def __init__(
         self,
         labels: Sequence[str],
@@ -437,6 +442,8 @@ class StudentModel:
         max_char_features: int = 100_000,
         calibration_folds: int = 3,
         char_head: int = 300,
+        encoder: str | None = None,
+        encoder_weight: float = 1.0,
     ) -> None:
         if len(labels) < 2:
             raise ValueError("a classifier needs at least two labels")
@@ -446,6 +453,8 @@ class StudentModel:
         self.max_char_features = max_char_features
         self.calibration_folds = calibration_folds
         self.char_head = char_head
+        self.encoder = None if encoder in (None, NO_ENCODER) else encoder
+        self.encoder_weight = encoder_weight
         self.vectorizer_: FeatureUnion | None = None
         self.classifier_: object | None = None
         self.classes_: tuple[str, ...] = ()
@@ -457,8 +466,13 @@ class StudentModel:
         targets: Sequence[Sequence[str]],
         sample_weight: Sequence[float] | None = None,
         extra_texts: Sequence[str] = (),
+        embeddings: np.ndarray | None = None,
     ) -> StudentModel:
-        """Fit on labelled texts; `extra_texts` (the unlabelled pool) only shape the vocabulary and idf."""
+        """Fit on labelled texts; `extra_texts` (the unlabelled pool) only shape the vocabulary and idf.
+
+        With an `encoder`, `embeddings` are the texts' sentence embeddings, one row per text (a project's
+        cached ones); without them the texts are encoded here.
+        """
         if len(texts) != len(targets):
             raise ValueError(f"{len(texts)} texts but {len(targets)} targets")
         unknown = {label for target in targets for label in target} - set(self.labels)
@@ -466,7 +480,7 @@ class StudentModel:
             raise ValueError(f"targets use labels that are not in the config: {sorted(unknown)}")
         corpus = list(texts) + list(extra_texts)
         self.vectorizer_ = _vectorizer(self.max_char_features, len(corpus), self.char_head)
-        features = _fit_transform(self.vectorizer_, corpus)[: len(texts)]
+        features = self._with_embeddings(_fit_transform(self.vectorizer_, corpus)[: len(texts)], texts, embeddings)
         weights = None if sample_weight is None else np.asarray(sample_weight, dtype=float)
         self.n_examples_ = len(texts)
         if self.multi_label:
@@ -509,14 +523,27 @@ class StudentModel:
         self.classes_ = self.labels
         self.classifier_ = per_label
 
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+    def _with_embeddings(
+        self, features: sparse.csr_matrix, texts: Sequence[str], embeddings: np.ndarray | None
+    ) -> sparse.csr_matrix:
+        """The TF-IDF rows, followed by the weighted sentence embedding when the model has an encoder."""
+        if self.encoder is None:
+            return features
+        if embeddings is None:
+            embeddings = embed_texts(self.encoder, texts)
+        if embeddings.shape[0] != len(texts):
+            raise ValueError(f"{len(texts)} texts but {embeddings.shape[0]} embeddings")
+        dense = sparse.csr_matrix(self.encoder_weight * np.asarray(embeddings, dtype=np.float64))
+        return sparse.hstack([features, dense], format="csr")
+
+    def predict_proba(self, texts: Sequence[str], embeddings: np.ndarray | None = None) -> np.ndarray:
         """Probabilities with one column per label of the config, in `labels` order."""
         if self.vectorizer_ is None or self.classifier_ is None:
             raise RuntimeError("the model is not fitted")
         out = np.zeros((len(texts), len(self.labels)))
         if not len(texts):
             return out
-        features = self.vectorizer_.transform(texts)
+        features = self._with_embeddings(self.vectorizer_.transform(texts), texts, embeddings)
         if self.multi_label:
             for j, model in enumerate(self.classifier_):  # type: ignore[attr-defined]
                 out[:, j] = model if isinstance(model, float) else model.predict_proba(features)[:, 1]
@@ -527,6 +554,6 @@ class StudentModel:
             out[:, column[cls]] = proba[:, j]
         return out
 
-    def predict(self, texts: Sequence[str]) -> list[LabelPrediction]:
-        proba = self.predict_proba(texts)
+    def predict(self, texts: Sequence[str], embeddings: np.ndarray | None = None) -> list[LabelPrediction]:
+        proba = self.predict_proba(texts, embeddings)
         return [decide(row, self.labels, self.multi_label) for row in proba]

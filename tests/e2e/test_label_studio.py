@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from backend.datasets import trec6
+from backend.student import ModelStore
 from tests.fixtures.services import BackendProcess, LabelStudioServer, annotate, connected_project, wait_for
 from tests.helpers import ROOT
 
@@ -76,6 +77,8 @@ def test_annotations_retrain_the_backend_and_ls_gets_new_predictions(
     assert version.startswith("v") and version != "untrained"
     assert (backend.metric("lsal_training_runs_total", status="trained") or 0) >= 1
     assert backend.get("/versions", params={"project": project_id}).json()["current"] == version
+    stored = ModelStore(backend.data_dir / "models").load(project_id)
+    assert stored is not None and stored.model.encoder == "minilm" and stored.meta["encoder"] == "minilm"
 
     # LS asks for predictions of the whole project; unlabelled tasks get the new version and real scores
     ls.actions.create(id="retrieve_tasks_predictions", project=project_id, selected_items={"all": True, "excluded": []})

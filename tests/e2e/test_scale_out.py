@@ -126,6 +126,9 @@ def scaled_out(
         "MIN_ANNOTATIONS": "10",
         "LLM_ENABLED": "false",
         "QUEUE_ENABLED": "false",  # trainings alone: no rank job after each
+        # the TF-IDF student: a first training would otherwise spend ~2 minutes encoding its 600 news stories
+        # (bench/results/encoder.md), which says nothing about how trainings spread over workers
+        "STUDENT_ENCODER": "none",
     }
     server_dir = tmp_path / "server"
     process = _lsal("serve", {**env, "DATA_DIR": str(server_dir)}, server_dir)

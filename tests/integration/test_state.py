@@ -13,6 +13,7 @@ import redis
 from rq import Queue
 
 from backend.jobs import llm_answers, stats
+from backend.jobs.embeddings import ProjectEmbeddings
 from backend.jobs.queue import JobQueue
 from backend.jobs.ranking import published_queue, rounds
 from backend.jobs.state import ProjectKeys, ProjectState
@@ -23,7 +24,7 @@ from backend.llm.cascade import HUMAN, STRONG, StageCost
 from backend.llm.cost import Price, Usage
 from backend.server import create_app
 from backend.settings import Settings
-from tests.helpers import SINGLE
+from tests.helpers import SINGLE, CountingEncoder
 
 pytestmark = pytest.mark.integration
 AUTH = {"Authorization": "Basic " + base64.b64encode(b"user:secret").decode()}
@@ -57,6 +58,7 @@ def fill(conn: redis.Redis, project_id: int, tasks: list[int]) -> None:
     conn.rpush(keys.queue("rounds"), json.dumps({"labels": 3}))
     conn.set(keys.queue("stop_set"), json.dumps(tasks))
     conn.incr(keys.queue("number"))
+    ProjectEmbeddings(conn, project_id, CountingEncoder()).of(tasks, [f"text {task}" for task in tasks])
 
 
 def project_keys(conn: redis.Redis, project_id: int) -> set[str]:
@@ -107,6 +109,7 @@ def test_tasks_deleted_drops_their_llm_seed_and_still_queues_a_training(
     assert [e.task_id for e in seed_examples(SPEC, answers, [])] == [1, 4]  # training no longer sees them
     assert json.loads(redis_conn.get(ProjectKeys(12).queue("stop_set"))) == [1, 4]
     assert published_queue(redis_conn, 12)["order"] == [4, 1]
+    assert sorted(int(t) for t in redis_conn.hkeys(ProjectKeys(12).embeddings("minilm"))) == [1, 4]
     assert len(rounds(redis_conn, 12)) == 1  # the project's history stays
 
 
