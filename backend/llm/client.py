@@ -245,6 +245,14 @@ class LLMClient:
 
     # -- one task ---------------------------------------------------------------------------------
 
+    def completion_tokens(self, spec: TaskSpec, prompt: Prompt) -> int:
+        """The completion tokens `annotate` asks for on `prompt`: one for a scored single-label prompt (its
+        first token carries the label distribution), `max_tokens` for a JSON answer, and `max_tokens` for
+        each of the samples where the endpoint gives no logprobs."""
+        if not self._logprobs:
+            return self.config.samples * self.config.max_tokens
+        return 1 if prompt.keys and not spec.multi_label else self.config.max_tokens
+
     def annotate(self, spec: TaskSpec, prompt: Prompt) -> LLMAnswer:
         """Labels and raw confidence for one prompt; errors come back in the answer, never raised,
         except CircuitOpen, which tells a batch to stop early."""

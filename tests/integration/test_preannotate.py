@@ -161,15 +161,30 @@ def test_human_labels_become_few_shot_examples_and_are_not_pre_labelled(
 def test_the_budget_stops_the_job_cleanly(job, scripted_llm: ScriptedLLM, redis_conn: redis.Redis) -> None:
     scripted_llm.default = answer_by_sentiment
     ls = FakeLabelStudio(texts(100))
-    # 50 prompt + 8 completion tokens a request at $10 / $30 per 1M: a batch of 10 costs ~$0.0074, and is
-    # estimated before it is sent at up to ~$0.035 (whole prompts and 64 completion tokens each)
+    # 50 prompt + 1 completion token a scored request at $10 / $30 per 1M: a batch of 10 costs ~$0.0053, and
+    # is estimated before it is sent at ~$0.0092 (whole prompts of ~90 tokens, and the one token each asks for)
     price = Price(10.0, 30.0)
-    ctx = job(ls, llm_budget_usd=0.06, llm_seed_size=0)
+    ctx = job(ls, llm_budget_usd=0.03, llm_seed_size=0)
     result = run_preannotation(7, ctx, client(scripted_llm, redis_conn), price)
     assert result["status"] == "budget_spent" and "budget" in result["message"]
     assert 0 < result["annotated"] < 100 and result["remaining"] == 100 - result["annotated"]
-    assert stats.llm_spend(redis_conn, 7)["dollars"] <= 0.06
+    assert stats.llm_spend(redis_conn, 7)["dollars"] <= 0.03
     assert len(scripted_llm.requests) == result["annotated"]
+
+
+def test_the_budget_estimate_counts_one_completion_token_per_scored_request(
+    job, scripted_llm: ScriptedLLM, redis_conn: redis.Redis
+) -> None:
+    scripted_llm.default = answer_by_sentiment
+    ls = FakeLabelStudio(texts(20))
+    # output-heavy pricing: a batch of 10 scored requests costs ~$0.011 and is estimated at ~$0.011; at the
+    # client's 64 completion tokens a request it would be estimated at $0.64, past the $0.05 budget at once
+    price = Price(1.0, 1000.0)
+    result = run_preannotation(12, job(ls, llm_budget_usd=0.05, llm_seed_size=0), client(scripted_llm, redis_conn),
+                               price)  # fmt: skip
+    assert result["status"] == "done" and result["annotated"] == 20
+    assert all(request["max_tokens"] == 1 for request in scripted_llm.requests)
+    assert stats.llm_spend(redis_conn, 12)["dollars"] <= 0.05
 
 
 def test_a_dead_endpoint_and_off_label_answers_never_write_a_prediction(
