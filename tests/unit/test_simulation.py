@@ -181,3 +181,29 @@ def test_a_sure_but_wrong_llm_never_gets_through_the_gate() -> None:
     outcome = simulate(data, make_strategy("margin"), 1, steps, review=review)
     assert outcome["review"]["auto_accepted"] == 0 and outcome["review"]["pre_labelled"] == steps[-1]
     assert all(threshold is None for threshold in review.thresholds)
+
+
+def test_the_informativeness_bench_picks_what_the_judge_scores_highest_among_margin_candidates() -> None:
+    from bench.llm_informativeness import ARMS, JUDGED_PER_SLOT, one_round, summary
+
+    data = tiny_split(0)
+    judged: list[str] = []
+
+    def rare_is_informative(texts: list[str]) -> list[dict[str, object]]:
+        judged.extend(texts)
+        return [{"score": float(any(w in t.split() for w in WORDS["rare"])), "fresh": True, "seconds": 0.5,
+                 "prompt_tokens": 80, "completion_tokens": 6} for t in texts]  # fmt: skip
+
+    rng = np.random.default_rng(0)
+    labelled = [int(i) for i in rng.choice(len(data.pool), 12, replace=False)]
+    result = one_round(data, labelled, rare_is_informative, 4, rng)  # type: ignore[arg-type]
+    assert len(judged) == result["candidates"] == JUDGED_PER_SLOT * 4 and result["start_accuracy"] > 0
+    rare = [t for t in judged if any(w in t.split() for w in WORDS["rare"])]
+    picked = [data.pool[i] for i in result["arms"]["llm_informativeness"]["picked"]]
+    # the judge's favourites first, whatever their margin
+    assert rare and (set(picked) <= set(rare) if len(rare) >= 4 else set(rare) <= set(picked))
+    assert {data.pool[i] for i in result["arms"]["margin"]["picked"]} <= set(judged)
+    assert set(result["arms"]) == set(ARMS) and all(i not in labelled for i in result["arms"]["margin"]["picked"])
+    s = summary([{**result, "seed": 0, "round": 0}])
+    assert s["pairs"] == 1 and s["seconds_per_item_mean"] == 0.5 and s["prompt_tokens_per_item"] == 80
+    assert s["keep"] == (s["diff_vs_margin_mean"] >= 0.005)

@@ -1,0 +1,355 @@
+"""Does LLM-judged informativeness pick better tasks to label than margin? Same candidates, one step, TREC-6.
+
+    python -m bench.llm_informativeness                 # 3 seeds x 3 rounds on qwen2.5-coder-1.5b (~25 min here)
+    python -m bench.llm_informativeness --seeds 1 --rounds 1 --batch 5 --out llm_informativeness_smoke  # smoke
+    python -m bench.llm_informativeness --render-only   # rebuild the .md / .png from the .json
+
+The `llm_informativeness` strategy ranks by scores the ranking job gets from the LLM
+(backend/jobs/ranking.py::judged_informativeness): the 4 x batch tasks the student is least sure of by
+margin are each judged with the informativeness prompt and schema (0-10, "high when it is ambiguous
+between labels, unusual, or unlike typical examples"), and the strategy takes the highest judged. This
+bench asks whether that choice teaches the student more than margin's own choice among the same
+candidates.
+
+Per seed: TREC-6 split as bench.simulate splits it (`--test` held-out questions, a pool of up to
+`--max-pool`), `--initial` random labels, then `--rounds` rounds. Each round the product's student is
+fitted on the labels so far and scored on the test set; the candidates are the `4 x --batch` pool tasks
+with the highest margin uncertainty (the ranking job's call, same tie-break); the embedded LLM judges
+each through LLMClient.judge with the ranking job's prompt and schema. From that one state, three
+choices of `--batch` tasks are labelled with their gold labels and the student refitted on each:
+
+- `llm_informativeness`: the strategy itself, fed the judged scores (NaN for the rest of the pool);
+- `margin`: the `--batch` most margin-uncertain tasks (the first of the candidates);
+- `random among candidates`: `--batch` of the candidates at random, averaged over 5 draws.
+
+The loop then goes on with margin's choice (margin is the product's default and the strategy's
+fallback), so every round compares the three choices from the same labels. Reported: each choice's
+test-accuracy gain over the round's starting point, the paired difference llm_informativeness - margin
+over all seed x round pairs, what the judged picks are like (student errors among them, how the judge's
+scores relate to margin), and the judge's cost: seconds per item (uncached calls), tokens per item, and
+dollars at gpt-4o-mini's list price for the same tokens.
+
+Decision rule, fixed before the first run: the strategy stays only if its mean gain over margin is at
+least +0.5 accuracy points and it beats margin in more than half of the paired rounds; otherwise it
+is dropped.
+
+LLM answers are cached on disk (bench/results/cache/<model>.json, git-ignored), so a re-run asks the
+LLM nothing; the seconds each uncached judgement took are kept beside it (<model>.judge_seconds.json)
+and the tokens of cached answers are counted, so a re-run reports what the first run measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from backend.labeling import parse_label_config
+from backend.llm.cost import DEFAULT_PRICES, Usage, dollars
+from backend.llm.local import DEFAULT_LOCAL_MODEL
+from backend.llm.prompts import informativeness_prompt, informativeness_schema
+from backend.selection.strategies import LLMInformativeness, Pool, make_strategy, top_indices, uncertainty
+from backend.student import StudentModel
+from bench.simulate import RESULTS, Split, accuracy, split
+from bench.spine import log, machine, write_outputs
+
+DATASET = "trec6"
+JUDGED_PER_SLOT = 4  # as backend/jobs/ranking.py
+RANDOM_DRAWS = 5
+REFERENCE_PRICE = "gpt-4o-mini"
+ARMS = ("llm_informativeness", "margin", "random among candidates")
+KEEP_MIN_GAIN = 0.005  # the decision rule: at least +0.5 accuracy points over margin ...
+KEEP_MIN_WIN_SHARE = 0.5  # ... and more wins than that share of the paired rounds
+
+
+class Judge:
+    """The ranking job's judgement of one text, timed, with the tokens it took (cached answers included)."""
+
+    def __init__(self, client: Any, label_config: str, seconds_path: Path) -> None:
+        self.client = client
+        self.spec = parse_label_config(label_config)
+        self.schema = informativeness_schema()
+        self.seconds_path = seconds_path
+        self.seconds: dict[str, float] = json.loads(seconds_path.read_text()) if seconds_path.exists() else {}
+
+    def __call__(self, texts: Sequence[str]) -> list[dict[str, Any]]:
+        from bench.llm_models import CountingCache
+
+        cache = self.client.cache
+
+        def one(text: str) -> dict[str, Any]:
+            prompt = informativeness_prompt(self.spec, text)
+            key = hashlib.sha256(json.dumps(prompt.messages).encode()).hexdigest()
+            if isinstance(cache, CountingCache):
+                cache.reset_thread()
+            started = time.perf_counter()
+            score, usage = self.client.judge(prompt, self.schema)
+            elapsed = time.perf_counter() - started
+            served = cache.served_in_thread() if isinstance(cache, CountingCache) else Usage()
+            fresh = served.requests == 0
+            if fresh:
+                self.seconds[key] = elapsed
+            usage = usage + served
+            return {"score": score, "fresh": fresh, "seconds": self.seconds.get(key),
+                    "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens}  # fmt: skip
+
+        with ThreadPoolExecutor(max_workers=max(1, self.client.config.concurrency)) as pool:
+            return list(pool.map(one, texts))
+
+    def save(self) -> None:
+        self.seconds_path.parent.mkdir(parents=True, exist_ok=True)
+        self.seconds_path.write_text(json.dumps(self.seconds))
+
+
+def fit_score(data: Split, rows: Sequence[int]) -> tuple[StudentModel, float]:
+    model = StudentModel(data.classes).fit([data.pool[i] for i in rows], [(data.pool_labels[i],) for i in rows])
+    return model, accuracy(model, data.test, data.test_labels)
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float | None:
+    if len(a) < 3 or np.std(a) == 0 or np.std(b) == 0:
+        return None
+    ranks = [np.argsort(np.argsort(np.asarray(x, dtype=float))).astype(float) for x in (a, b)]
+    return float(np.corrcoef(*ranks)[0, 1])
+
+
+def one_round(data: Split, labelled: list[int], judge: Judge, batch: int, rng: np.random.Generator) -> dict[str, Any]:
+    """One state of the loop: the three choices from the same candidates, and what the judge said of them."""
+    model, start = fit_score(data, labelled)
+    rest = np.setdiff1d(np.arange(len(data.pool)), labelled)
+    proba = model.predict_proba([data.pool[i] for i in rest])
+    margins = uncertainty("margin", Pool(proba=proba))
+    candidates = top_indices(margins, JUDGED_PER_SLOT * batch, np.random.default_rng(0))  # the ranking job's call
+    started = time.perf_counter()
+    judged = judge([data.pool[rest[i]] for i in candidates])
+    judge_wall = time.perf_counter() - started
+    scores = np.full(len(rest), np.nan)
+    for i, j in zip(candidates, judged, strict=True):
+        if j["score"] is not None:
+            scores[i] = j["score"]
+    picks = {
+        "llm_informativeness": LLMInformativeness().rank(Pool(proba=proba, llm_informativeness=scores), batch, rng),
+        "margin": make_strategy("margin").rank(Pool(proba=proba), batch, rng),
+    }
+    draws = [rng.choice(candidates, batch, replace=False) for _ in range(RANDOM_DRAWS)]
+    wrong = proba.argmax(axis=1) != np.array([data.classes.index(data.pool_labels[i]) for i in rest])
+    arms: dict[str, dict[str, Any]] = {}
+    for name, picked in picks.items():
+        _, acc = fit_score(data, labelled + [int(rest[i]) for i in picked])
+        arms[name] = {"accuracy": acc, "gain": acc - start, "student_wrong": float(wrong[picked].mean()),
+                      "picked": [int(rest[i]) for i in picked]}  # fmt: skip
+    accs = [fit_score(data, labelled + [int(rest[i]) for i in d])[1] for d in draws]
+    arms["random among candidates"] = {"accuracy": statistics.fmean(accs), "gain": statistics.fmean(accs) - start,
+                                       "student_wrong": float(np.mean([wrong[d].mean() for d in draws]))}  # fmt: skip
+    got = [(float(scores[i]), float(margins[i]), bool(wrong[i])) for i in candidates if np.isfinite(scores[i])]
+    values = [s for s, _, _ in got]
+    return {
+        "labels": len(labelled),
+        "start_accuracy": start,
+        "arms": arms,
+        "overlap_with_margin": len(set(arms["llm_informativeness"]["picked"]) & set(arms["margin"]["picked"])),
+        "candidates": len(candidates),
+        "judged": len(got),
+        "score_counts": {f"{v * 10:.0f}": values.count(v) for v in sorted(set(values))},
+        "spearman_score_margin": spearman(values, [m for _, m, _ in got]),
+        "mean_score_student_wrong": statistics.fmean(s for s, _, w in got if w) if any(w for *_, w in got) else None,
+        "mean_score_student_right": statistics.fmean(s for s, _, w in got if not w) if not all(w for *_, w in got)
+        else None,
+        "judge_wall_seconds": judge_wall,
+        "judge_items": judged,  # per candidate: score, fresh, seconds, tokens
+    }  # fmt: skip
+
+
+def run(args: argparse.Namespace, client: Any) -> list[dict[str, Any]]:
+    from bench.llm_models import label_config
+
+    judge = Judge(client, label_config(DATASET), RESULTS / "cache" / f"{args.llm_model}.judge_seconds.json")
+    rounds = []
+    try:
+        for seed in range(args.seeds):
+            data = split(DATASET, seed, args.test, args.max_pool)
+            rng = np.random.default_rng(seed)
+            labelled = [int(i) for i in rng.choice(len(data.pool), args.initial, replace=False)]
+            for number in range(args.rounds):
+                result = one_round(data, labelled, judge, args.batch, rng)
+                rounds.append({"seed": seed, "round": number, **result})
+                arms = result["arms"]
+                fresh = sum(j["fresh"] for j in result["judge_items"])
+                log(f"seed {seed} round {number} ({len(labelled)} labels, start {result['start_accuracy']:.3f}): "
+                    + ", ".join(f"{a} {arms[a]['gain'] * 100:+.1f}" for a in ARMS)
+                    + f" pts; judge {result['judged']}/{result['candidates']} scored, {fresh} fresh in "
+                    f"{result['judge_wall_seconds']:.0f} s, scores {result['score_counts']}")  # fmt: skip
+                labelled += arms["margin"]["picked"]
+                client.cache.save()
+                judge.save()
+    finally:
+        client.cache.save()
+        judge.save()
+    return rounds
+
+
+def summary(rounds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    gains = {a: [r["arms"][a]["gain"] for r in rounds] for a in ARMS}
+    diffs = [r["arms"]["llm_informativeness"]["accuracy"] - r["arms"]["margin"]["accuracy"] for r in rounds]
+    items = [j for r in rounds for j in r["judge_items"]]
+    timed = [j["seconds"] for j in items if j["seconds"] is not None]
+    prompt_tokens = sum(j["prompt_tokens"] for j in items)
+    completion_tokens = sum(j["completion_tokens"] for j in items)
+    wins = sum(d > 1e-12 for d in diffs)
+    keep = bool(diffs) and statistics.fmean(diffs) >= KEEP_MIN_GAIN and wins > KEEP_MIN_WIN_SHARE * len(diffs)
+    spearmans = [r["spearman_score_margin"] for r in rounds if r["spearman_score_margin"] is not None]
+    return {
+        "pairs": len(diffs),
+        "mean_gain": {a: statistics.fmean(g) for a, g in gains.items()},
+        "std_gain": {a: statistics.pstdev(g) for a, g in gains.items()},
+        "student_wrong": {a: statistics.fmean(r["arms"][a]["student_wrong"] for r in rounds) for a in ARMS},
+        "diff_vs_margin_mean": statistics.fmean(diffs),
+        "diff_vs_margin_std": statistics.pstdev(diffs),
+        "wins": wins,
+        "ties": sum(abs(d) <= 1e-12 for d in diffs),
+        "losses": sum(d < -1e-12 for d in diffs),
+        "diff_vs_random_mean": statistics.fmean(r["arms"]["llm_informativeness"]["gain"]
+                                                - r["arms"]["random among candidates"]["gain"] for r in rounds),
+        "mean_overlap_with_margin": statistics.fmean(r["overlap_with_margin"] for r in rounds),
+        "spearman_score_margin_mean": statistics.fmean(spearmans) if spearmans else None,
+        "judged_items": len(items),
+        "scored_share": sum(j["score"] is not None for j in items) / max(1, len(items)),
+        "timed_items": len(timed),
+        "seconds_per_item_mean": statistics.fmean(timed) if timed else None,
+        "seconds_per_item_median": statistics.median(timed) if timed else None,
+        "prompt_tokens_per_item": prompt_tokens / max(1, len(items)),
+        "completion_tokens_per_item": completion_tokens / max(1, len(items)),
+        "hosted_dollars_per_1k_items": 1000 * dollars(Usage(prompt_tokens, completion_tokens),
+                                                      DEFAULT_PRICES[REFERENCE_PRICE]) / max(1, len(items)),
+        "keep": keep,
+    }  # fmt: skip
+
+
+def markdown(result: dict[str, Any]) -> str:
+    a, s = result["args"], result["summary"]
+    out = [
+        f"TREC-6, {a['seeds']} seeds x {a['rounds']} rounds from {a['initial']} random labels, batch {a['batch']}, "
+        f"{JUDGED_PER_SLOT * a['batch']} margin candidates judged per round by {a['llm_model']} (the ranking job's "
+        f"prompt and schema, temperature 0); test {a['test']} held-out questions, pool up to {a['max_pool']}. "
+        f"Run {result['date']}, {result['minutes']:.1f} min, load average at the end "
+        f"{result['machine'].get('loadavg_at_end', ['?'])[0]}.",
+        "",
+        "Test-accuracy gain (points) of labelling each choice of the same candidates, mean ± sd over "
+        f"{s['pairs']} seed x round states; student errors = share of the picked tasks the student had wrong:",
+        "",
+        "| choice | mean gain | sd | student errors among picks |",
+        "|---|---:|---:|---:|",
+    ]
+    for arm in ARMS:
+        out.append(f"| {arm} | {s['mean_gain'][arm] * 100:+.2f} | {s['std_gain'][arm] * 100:.2f} "
+                   f"| {s['student_wrong'][arm]:.0%} |")  # fmt: skip
+    spearman_text = "n/a" if s["spearman_score_margin_mean"] is None else f"{s['spearman_score_margin_mean']:+.2f}"
+    out += [
+        "",
+        f"llm_informativeness - margin: {s['diff_vs_margin_mean'] * 100:+.2f} points (sd "
+        f"{s['diff_vs_margin_std'] * 100:.2f}); wins / ties / losses {s['wins']} / {s['ties']} / {s['losses']}. "
+        f"llm_informativeness - random among candidates: {s['diff_vs_random_mean'] * 100:+.2f} points. "
+        f"Picks shared with margin: {s['mean_overlap_with_margin']:.1f} of {a['batch']}. Spearman between the "
+        f"judge's score and margin uncertainty over the candidates: {spearman_text} (mean over rounds).",
+        "",
+        f"Judge: {s['judged_items']} judgements, {s['scored_share']:.0%} with a usable score; "
+        + (f"{s['seconds_per_item_mean']:.2f} s per item mean ({s['seconds_per_item_median']:.2f} median) over "
+           f"{s['timed_items']} uncached calls at concurrency {a['concurrency']}; " if s["timed_items"] else "")
+        + f"{s['prompt_tokens_per_item']:.0f} prompt + {s['completion_tokens_per_item']:.1f} completion tokens "
+        f"per item, ${s['hosted_dollars_per_1k_items']:.3f} per 1,000 items at {REFERENCE_PRICE}'s list price "
+        "(the local model costs $0).",
+        "",
+        f"Decision rule (fixed before the run): keep if the mean gain over margin is ≥ {KEEP_MIN_GAIN * 100:.1f} "
+        f"points and it wins more than {KEEP_MIN_WIN_SHARE:.0%} of the rounds: **"
+        + ("keep" if s["keep"] else "drop") + "**.",
+        "",
+        "Per round (gains in points; scores = the judge's 0-10 answers over the candidates):",
+        "",
+        "| seed | round | labels | start acc | llm_informativeness | margin | random among cand. | scores |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]  # fmt: skip
+    for r in result["rounds"]:
+        g = {arm: r["arms"][arm]["gain"] * 100 for arm in ARMS}
+        counts = ", ".join(f"{k}: {v}" for k, v in r["score_counts"].items())
+        out.append(f"| {r['seed']} | {r['round']} | {r['labels']} | {r['start_accuracy']:.3f} "
+                   f"| {g['llm_informativeness']:+.1f} | {g['margin']:+.1f} | {g['random among candidates']:+.1f} "
+                   f"| {counts} |")  # fmt: skip
+    return "\n".join(out) + "\n"
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s, rounds = result["summary"], result["rounds"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    left.bar(range(len(ARMS)), [s["mean_gain"][a] * 100 for a in ARMS],
+             yerr=[s["std_gain"][a] * 100 for a in ARMS], capsize=4, color=["C1", "C0", "C7"])  # fmt: skip
+    left.set_xticks(range(len(ARMS)), ARMS, fontsize=8)
+    left.set_ylabel("test-accuracy gain of the batch (points)")
+    left.set_title(f"same candidates, {s['pairs']} seed x round states")
+    xs = np.arange(len(rounds))
+    for arm, marker in zip(ARMS, "o^s", strict=True):
+        right.plot(xs, [r["arms"][arm]["gain"] * 100 for r in rounds], marker, label=arm)
+    right.set_xticks(xs, [f"s{r['seed']}r{r['round']}" for r in rounds], fontsize=7)
+    right.axhline(0, color="grey", linewidth=0.8)
+    right.set_ylabel("gain (points)")
+    right.set_title("per state")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def parser() -> argparse.ArgumentParser:
+    options = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    options.add_argument("--seeds", type=int, default=3)
+    options.add_argument("--rounds", type=int, default=3)
+    options.add_argument("--initial", type=int, default=60)
+    options.add_argument("--batch", type=int, default=20)
+    options.add_argument("--test", type=int, default=500)
+    options.add_argument("--max-pool", type=int, default=3000)
+    options.add_argument("--concurrency", type=int, default=2)
+    options.add_argument("--llm-model", default=DEFAULT_LOCAL_MODEL)
+    options.add_argument("--out", default="llm_informativeness")
+    options.add_argument("--render-only", action="store_true")
+    return options
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    out = RESULTS / args.out
+    if args.render_only:
+        result = json.loads(out.with_suffix(".json").read_text())
+    else:
+        from backend.llm.client import LLMClient, LLMConfig
+        from bench.llm_models import CountingCache, embedded_llm
+
+        started = time.time()
+        cache = CountingCache(RESULTS / "cache" / f"{args.llm_model}.json")
+        with embedded_llm(args.llm_model) as url:
+            config = LLMConfig(base_url=url, model=args.llm_model, formats=("json_object",), timeout=120,
+                               max_retries=1, concurrency=args.concurrency)  # fmt: skip
+            rounds = run(args, LLMClient(config, cache=cache))
+        result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "minutes": (time.time() - started) / 60,
+                  "machine": machine() | {"loadavg_at_end": os.getloadavg()}, "args": vars(args),
+                  "summary": summary(rounds), "rounds": rounds}  # fmt: skip
+        out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    write_outputs(out, result, markdown, plot)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
