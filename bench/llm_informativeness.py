@@ -33,7 +33,7 @@ Decision rule, fixed before the first run: the strategy stays only if its mean g
 least +0.5 accuracy points and it beats margin in more than half of the paired rounds; otherwise it
 is dropped.
 
-LLM answers are cached on disk (bench/results/cache/<model>.json, git-ignored), so a re-run asks the
+LLM answers are cached on disk (bench/results/cache/<model>.judge.json, git-ignored), so a re-run asks the
 LLM nothing; the seconds each uncached judgement took are kept beside it (<model>.judge_seconds.json)
 and the tokens of cached answers are counted, so a re-run reports what the first run measured.
 """
@@ -338,7 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bench.llm_models import CountingCache, embedded_llm
 
         started = time.time()
-        cache = CountingCache(RESULTS / "cache" / f"{args.llm_model}.json")
+        cache = CountingCache(RESULTS / "cache" / f"{args.llm_model}.judge.json")  # apart from bench.simulate's
         with embedded_llm(args.llm_model) as url:
             config = LLMConfig(base_url=url, model=args.llm_model, formats=("json_object",), timeout=120,
                                max_retries=1, concurrency=args.concurrency)  # fmt: skip
