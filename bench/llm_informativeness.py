@@ -20,6 +20,9 @@ choices of `--batch` tasks are labelled with their gold labels and the student r
 
 - `llm_informativeness`: the strategy itself, fed the judged scores (NaN for the rest of the pool);
 - `margin`: the `--batch` most margin-uncertain tasks (the first of the candidates);
+- `llm expected score`: the same strategy fed, instead of the judge's answer, its mean score under the
+  model's own distribution over the score's first digit (from the top logprobs the judge's request
+  already returns: no extra call), in case the signal is in the distribution rather than the argmax;
 - `random among candidates`: `--batch` of the candidates at random, averaged over 5 draws.
 
 The loop then goes on with margin's choice (margin is the product's default and the strategy's
@@ -43,6 +46,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import statistics
 import sys
@@ -55,9 +59,11 @@ from typing import Any
 import numpy as np
 
 from backend.labeling import parse_label_config
+from backend.llm.confidence import TokenLogprob
 from backend.llm.cost import DEFAULT_PRICES, Usage, dollars
 from backend.llm.local import DEFAULT_LOCAL_MODEL
-from backend.llm.prompts import informativeness_prompt, informativeness_schema
+from backend.llm.parsing import parse_score
+from backend.llm.prompts import JUDGE_SCALE, informativeness_prompt, informativeness_schema
 from backend.selection.strategies import LLMInformativeness, Pool, make_strategy, top_indices, uncertainty
 from backend.student import StudentModel
 from bench.simulate import RESULTS, Split, accuracy, split
@@ -67,9 +73,24 @@ DATASET = "trec6"
 JUDGED_PER_SLOT = 4  # as backend/jobs/ranking.py
 RANDOM_DRAWS = 5
 REFERENCE_PRICE = "gpt-4o-mini"
-ARMS = ("llm_informativeness", "margin", "random among candidates")
+ARMS = ("llm_informativeness", "llm expected score", "margin", "random among candidates")
 KEEP_MIN_GAIN = 0.005  # the decision rule: at least +0.5 accuracy points over margin ...
 KEEP_MIN_WIN_SHARE = 0.5  # ... and more wins than that share of the paired rounds
+
+
+def expected_score(tokens: Sequence[TokenLogprob]) -> float | None:
+    """The judge's mean score, in [0, 1], under its distribution over the score's first digit (the first
+    answer token that is a digit; "1" also starts "10", read as 1); None when no such token was returned."""
+    for token in tokens:
+        if token.token.strip().isdigit():
+            mass: dict[int, float] = {}
+            for alternative, logprob in (*token.top, (token.token, token.logprob)):
+                digit = alternative.strip()
+                if len(digit) == 1 and digit.isdigit():
+                    mass[int(digit)] = math.exp(logprob)  # a token and its spaced twin: the same digit, once
+            total = sum(mass.values())
+            return sum(d * p for d, p in mass.items()) / total / JUDGE_SCALE if total > 0 else None
+    return None
 
 
 class Judge:
@@ -93,14 +114,23 @@ class Judge:
             if isinstance(cache, CountingCache):
                 cache.reset_thread()
             started = time.perf_counter()
-            score, usage = self.client.judge(prompt, self.schema)
+            try:  # the request LLMClient.judge sends (the same cache key), keeping the answer's tokens
+                completion, _ = self.client._complete(prompt.messages, None, self.client.config.temperature, 0,
+                                                      self.schema)  # fmt: skip
+                score, expected = parse_score(completion.text), expected_score(completion.tokens)
+                usage = Usage(completion.prompt_tokens, completion.completion_tokens, 1)
+            except Exception as exc:  # as judge: a failed judgement is no score
+                log(f"  judge failed: {type(exc).__name__}: {exc}")
+                score = expected = None
+                usage = Usage()
             elapsed = time.perf_counter() - started
             served = cache.served_in_thread() if isinstance(cache, CountingCache) else Usage()
             fresh = served.requests == 0
             if fresh:
                 self.seconds[key] = elapsed
-            usage = usage + served
-            return {"score": score, "fresh": fresh, "seconds": self.seconds.get(key),
+            if not fresh:
+                usage = served  # a cached answer reports its tokens through the cache
+            return {"score": score, "expected": expected, "fresh": fresh, "seconds": self.seconds.get(key),
                     "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens}  # fmt: skip
 
         with ThreadPoolExecutor(max_workers=max(1, self.client.config.concurrency)) as pool:
@@ -133,12 +163,13 @@ def one_round(data: Split, labelled: list[int], judge: Judge, batch: int, rng: n
     started = time.perf_counter()
     judged = judge([data.pool[rest[i]] for i in candidates])
     judge_wall = time.perf_counter() - started
-    scores = np.full(len(rest), np.nan)
+    scores, expected = np.full(len(rest), np.nan), np.full(len(rest), np.nan)
     for i, j in zip(candidates, judged, strict=True):
-        if j["score"] is not None:
-            scores[i] = j["score"]
+        scores[i] = np.nan if j["score"] is None else j["score"]
+        expected[i] = np.nan if j.get("expected") is None else j["expected"]
     picks = {
         "llm_informativeness": LLMInformativeness().rank(Pool(proba=proba, llm_informativeness=scores), batch, rng),
+        "llm expected score": LLMInformativeness().rank(Pool(proba=proba, llm_informativeness=expected), batch, rng),
         "margin": make_strategy("margin").rank(Pool(proba=proba), batch, rng),
     }
     draws = [rng.choice(candidates, batch, replace=False) for _ in range(RANDOM_DRAWS)]
@@ -153,6 +184,7 @@ def one_round(data: Split, labelled: list[int], judge: Judge, batch: int, rng: n
                                        "student_wrong": float(np.mean([wrong[d].mean() for d in draws]))}  # fmt: skip
     got = [(float(scores[i]), float(margins[i]), bool(wrong[i])) for i in candidates if np.isfinite(scores[i])]
     values = [s for s, _, _ in got]
+    soft = [(float(expected[i]), float(margins[i])) for i in candidates if np.isfinite(expected[i])]
     return {
         "labels": len(labelled),
         "start_accuracy": start,
@@ -162,6 +194,8 @@ def one_round(data: Split, labelled: list[int], judge: Judge, batch: int, rng: n
         "judged": len(got),
         "score_counts": {f"{v * 10:.0f}": values.count(v) for v in sorted(set(values))},
         "spearman_score_margin": spearman(values, [m for _, m, _ in got]),
+        "spearman_expected_margin": spearman([e for e, _ in soft], [m for _, m in soft]),
+        "expected_range": [min(e for e, _ in soft), max(e for e, _ in soft)] if soft else None,
         "mean_score_student_wrong": statistics.fmean(s for s, _, w in got if w) if any(w for *_, w in got) else None,
         "mean_score_student_right": statistics.fmean(s for s, _, w in got if not w) if not all(w for *_, w in got)
         else None,
@@ -208,6 +242,8 @@ def summary(rounds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     wins = sum(d > 1e-12 for d in diffs)
     keep = bool(diffs) and statistics.fmean(diffs) >= KEEP_MIN_GAIN and wins > KEEP_MIN_WIN_SHARE * len(diffs)
     spearmans = [r["spearman_score_margin"] for r in rounds if r["spearman_score_margin"] is not None]
+    soft = [r["spearman_expected_margin"] for r in rounds if r.get("spearman_expected_margin") is not None]
+    expected_diffs = [r["arms"]["llm expected score"]["accuracy"] - r["arms"]["margin"]["accuracy"] for r in rounds]
     return {
         "pairs": len(diffs),
         "mean_gain": {a: statistics.fmean(g) for a, g in gains.items()},
@@ -220,6 +256,10 @@ def summary(rounds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "losses": sum(d < -1e-12 for d in diffs),
         "diff_vs_random_mean": statistics.fmean(r["arms"]["llm_informativeness"]["gain"]
                                                 - r["arms"]["random among candidates"]["gain"] for r in rounds),
+        "expected_diff_vs_margin_mean": statistics.fmean(expected_diffs),
+        "expected_wins": sum(d > 1e-12 for d in expected_diffs),
+        "expected_losses": sum(d < -1e-12 for d in expected_diffs),
+        "spearman_expected_margin_mean": statistics.fmean(soft) if soft else None,
         "mean_overlap_with_margin": statistics.fmean(r["overlap_with_margin"] for r in rounds),
         "spearman_score_margin_mean": statistics.fmean(spearmans) if spearmans else None,
         "judged_items": len(items),
@@ -262,6 +302,13 @@ def markdown(result: dict[str, Any]) -> str:
         f"Picks shared with margin: {s['mean_overlap_with_margin']:.1f} of {a['batch']}. Spearman between the "
         f"judge's score and margin uncertainty over the candidates: {spearman_text} (mean over rounds).",
         "",
+        f"llm expected score - margin: {s['expected_diff_vs_margin_mean'] * 100:+.2f} points; wins / losses "
+        f"{s['expected_wins']} / {s['expected_losses']}; Spearman with margin uncertainty "
+        + ("n/a" if s["spearman_expected_margin_mean"] is None else f"{s['spearman_expected_margin_mean']:+.2f}")
+        + "; expected scores per round span " + ", ".join(
+            f"{r['expected_range'][0] * 10:.1f}-{r['expected_range'][1] * 10:.1f}" for r in result["rounds"]
+            if r.get("expected_range")) + " (of 10).",
+        "",
         f"Judge: {s['judged_items']} judgements, {s['scored_share']:.0%} with a usable score; "
         + (f"{s['seconds_per_item_mean']:.2f} s per item mean ({s['seconds_per_item_median']:.2f} median) over "
            f"{s['timed_items']} uncached calls at concurrency {a['concurrency']}; " if s["timed_items"] else "")
@@ -275,14 +322,16 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "Per round (gains in points; scores = the judge's 0-10 answers over the candidates):",
         "",
-        "| seed | round | labels | start acc | llm_informativeness | margin | random among cand. | scores |",
-        "|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| seed | round | labels | start acc | llm_informativeness | llm expected score | margin "
+        "| random among cand. | scores |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]  # fmt: skip
     for r in result["rounds"]:
         g = {arm: r["arms"][arm]["gain"] * 100 for arm in ARMS}
         counts = ", ".join(f"{k}: {v}" for k, v in r["score_counts"].items())
         out.append(f"| {r['seed']} | {r['round']} | {r['labels']} | {r['start_accuracy']:.3f} "
-                   f"| {g['llm_informativeness']:+.1f} | {g['margin']:+.1f} | {g['random among candidates']:+.1f} "
+                   f"| {g['llm_informativeness']:+.1f} | {g['llm expected score']:+.1f} | {g['margin']:+.1f} "
+                   f"| {g['random among candidates']:+.1f} "
                    f"| {counts} |")  # fmt: skip
     return "\n".join(out) + "\n"
 
@@ -296,12 +345,12 @@ def plot(result: dict[str, Any], path: Path) -> None:
     s, rounds = result["summary"], result["rounds"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     left.bar(range(len(ARMS)), [s["mean_gain"][a] * 100 for a in ARMS],
-             yerr=[s["std_gain"][a] * 100 for a in ARMS], capsize=4, color=["C1", "C0", "C7"])  # fmt: skip
+             yerr=[s["std_gain"][a] * 100 for a in ARMS], capsize=4, color=["C1", "C2", "C0", "C7"])  # fmt: skip
     left.set_xticks(range(len(ARMS)), ARMS, fontsize=8)
     left.set_ylabel("test-accuracy gain of the batch (points)")
     left.set_title(f"same candidates, {s['pairs']} seed x round states")
     xs = np.arange(len(rounds))
-    for arm, marker in zip(ARMS, "o^s", strict=True):
+    for arm, marker in zip(ARMS, "oDs^", strict=True):
         right.plot(xs, [r["arms"][arm]["gain"] * 100 for r in rounds], marker, label=arm)
     right.set_xticks(xs, [f"s{r['seed']}r{r['round']}" for r in rounds], fontsize=7)
     right.axhline(0, color="grey", linewidth=0.8)

@@ -191,8 +191,8 @@ def test_the_informativeness_bench_picks_what_the_judge_scores_highest_among_mar
 
     def rare_is_informative(texts: list[str]) -> list[dict[str, object]]:
         judged.extend(texts)
-        return [{"score": float(any(w in t.split() for w in WORDS["rare"])), "fresh": True, "seconds": 0.5,
-                 "prompt_tokens": 80, "completion_tokens": 6} for t in texts]  # fmt: skip
+        return [{"score": float(any(w in t.split() for w in WORDS["rare"])), "expected": None, "fresh": True,
+                 "seconds": 0.5, "prompt_tokens": 80, "completion_tokens": 6} for t in texts]  # fmt: skip
 
     rng = np.random.default_rng(0)
     labelled = [int(i) for i in rng.choice(len(data.pool), 12, replace=False)]
@@ -203,7 +203,27 @@ def test_the_informativeness_bench_picks_what_the_judge_scores_highest_among_mar
     # the judge's favourites first, whatever their margin
     assert rare and (set(picked) <= set(rare) if len(rare) >= 4 else set(rare) <= set(picked))
     assert {data.pool[i] for i in result["arms"]["margin"]["picked"]} <= set(judged)
+    # no expected scores: the strategy falls back to margin's order
+    assert result["arms"]["llm expected score"]["picked"] == result["arms"]["margin"]["picked"]
     assert set(result["arms"]) == set(ARMS) and all(i not in labelled for i in result["arms"]["margin"]["picked"])
     s = summary([{**result, "seed": 0, "round": 0}])
     assert s["pairs"] == 1 and s["seconds_per_item_mean"] == 0.5 and s["prompt_tokens_per_item"] == 80
     assert s["keep"] == (s["diff_vs_margin_mean"] >= 0.005)
+
+
+def test_the_judges_expected_score_weighs_the_first_digit_by_its_probability() -> None:
+    import math
+
+    from backend.llm.confidence import TokenLogprob
+    from bench.llm_informativeness import expected_score
+
+    ln = math.log
+    tokens = [
+        TokenLogprob('{"', 0.0),
+        TokenLogprob("score", 0.0),
+        TokenLogprob(" ", 0.0, ((" ", 0.0), ("9", -9.0))),
+        TokenLogprob("0", ln(0.5), (("0", ln(0.5)), ("8", ln(0.25)), (" 8", ln(0.25)), ("}", ln(0.1)))),
+    ]
+    # the first digit token's alternatives: 0 at 0.5, 8 at 0.25 (its spaced twin counted once), "}" no digit
+    assert expected_score(tokens) == (0.25 * 8) / 0.75 / 10
+    assert expected_score([TokenLogprob("{", 0.0)]) is None
