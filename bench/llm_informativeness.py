@@ -241,7 +241,9 @@ def summary(rounds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     completion_tokens = sum(j["completion_tokens"] for j in items)
     wins = sum(d > 1e-12 for d in diffs)
     keep = bool(diffs) and statistics.fmean(diffs) >= KEEP_MIN_GAIN and wins > KEEP_MIN_WIN_SHARE * len(diffs)
-    spearmans = [r["spearman_score_margin"] for r in rounds if r["spearman_score_margin"] is not None]
+    # a rank correlation over scores that are nearly all one value says nothing: rounds with 3+ distinct ones
+    varied = [r for r in rounds if len(r["score_counts"]) >= 3]
+    spearmans = [r["spearman_score_margin"] for r in varied if r["spearman_score_margin"] is not None]
     soft = [r["spearman_expected_margin"] for r in rounds if r.get("spearman_expected_margin") is not None]
     expected_diffs = [r["arms"]["llm expected score"]["accuracy"] - r["arms"]["margin"]["accuracy"] for r in rounds]
     return {
@@ -262,9 +264,14 @@ def summary(rounds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "spearman_expected_margin_mean": statistics.fmean(soft) if soft else None,
         "mean_overlap_with_margin": statistics.fmean(r["overlap_with_margin"] for r in rounds),
         "spearman_score_margin_mean": statistics.fmean(spearmans) if spearmans else None,
+        "rounds_with_varied_scores": len(varied),
+        "rounds_with_one_score": sum(len(r["score_counts"]) == 1 for r in rounds),
         "judged_items": len(items),
         "scored_share": sum(j["score"] is not None for j in items) / max(1, len(items)),
         "timed_items": len(timed),
+        # the rounds' own wall time over the judgements they asked for (a round served from the cache has none)
+        "fresh_items_per_s": sum(sum(j["fresh"] for j in r["judge_items"]) for r in rounds)
+        / max(1e-9, sum(r["judge_wall_seconds"] for r in rounds if any(j["fresh"] for j in r["judge_items"]))),
         "seconds_per_item_mean": statistics.fmean(timed) if timed else None,
         "seconds_per_item_median": statistics.median(timed) if timed else None,
         "prompt_tokens_per_item": prompt_tokens / max(1, len(items)),
@@ -282,7 +289,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"{JUDGED_PER_SLOT * a['batch']} margin candidates judged per round by {a['llm_model']} (the ranking job's "
         f"prompt and schema, temperature 0); test {a['test']} held-out questions, pool up to {a['max_pool']}. "
         f"Run {result['date']}, {result['minutes']:.1f} min, load average at the end "
-        f"{result['machine'].get('loadavg_at_end', ['?'])[0]}.",
+        f"{result['machine']['loadavg_at_end'][0]:.1f}.",
         "",
         "Test-accuracy gain (points) of labelling each choice of the same candidates, mean ± sd over "
         f"{s['pairs']} seed x round states; student errors = share of the picked tasks the student had wrong:",
@@ -299,8 +306,10 @@ def markdown(result: dict[str, Any]) -> str:
         f"llm_informativeness - margin: {s['diff_vs_margin_mean'] * 100:+.2f} points (sd "
         f"{s['diff_vs_margin_std'] * 100:.2f}); wins / ties / losses {s['wins']} / {s['ties']} / {s['losses']}. "
         f"llm_informativeness - random among candidates: {s['diff_vs_random_mean'] * 100:+.2f} points. "
-        f"Picks shared with margin: {s['mean_overlap_with_margin']:.1f} of {a['batch']}. Spearman between the "
-        f"judge's score and margin uncertainty over the candidates: {spearman_text} (mean over rounds).",
+        f"Picks shared with margin: {s['mean_overlap_with_margin']:.1f} of {a['batch']}. The judge gave every "
+        f"candidate the same score in {s['rounds_with_one_score']} of {s['pairs']} rounds; Spearman between its "
+        f"score and margin uncertainty: {spearman_text} (mean over the {s['rounds_with_varied_scores']} rounds "
+        "with 3+ distinct scores).",
         "",
         f"llm expected score - margin: {s['expected_diff_vs_margin_mean'] * 100:+.2f} points; wins / losses "
         f"{s['expected_wins']} / {s['expected_losses']}; Spearman with margin uncertainty "
@@ -311,7 +320,8 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"Judge: {s['judged_items']} judgements, {s['scored_share']:.0%} with a usable score; "
         + (f"{s['seconds_per_item_mean']:.2f} s per item mean ({s['seconds_per_item_median']:.2f} median) over "
-           f"{s['timed_items']} uncached calls at concurrency {a['concurrency']}; " if s["timed_items"] else "")
+           f"{s['timed_items']} uncached calls at concurrency {a['concurrency']}, "
+           f"{s['fresh_items_per_s']:.2f} items/s in this run's uncached rounds; " if s["timed_items"] else "")
         + f"{s['prompt_tokens_per_item']:.0f} prompt + {s['completion_tokens_per_item']:.1f} completion tokens "
         f"per item, ${s['hosted_dollars_per_1k_items']:.3f} per 1,000 items at {REFERENCE_PRICE}'s list price "
         "(the local model costs $0).",
@@ -382,6 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = RESULTS / args.out
     if args.render_only:
         result = json.loads(out.with_suffix(".json").read_text())
+        result["summary"] = summary(result["rounds"])
     else:
         from backend.llm.client import LLMClient, LLMConfig
         from bench.llm_models import CountingCache, embedded_llm
