@@ -1,6 +1,6 @@
 """Does LLM-judged informativeness pick better tasks to label than margin? Same candidates, one step, TREC-6.
 
-    python -m bench.llm_informativeness                 # 3 seeds x 3 rounds on qwen2.5-coder-1.5b (~25 min here)
+    python -m bench.llm_informativeness        # 3 seeds x 2 rounds, batch 10, qwen2.5-coder-1.5b (~17 min here)
     python -m bench.llm_informativeness --seeds 1 --rounds 1 --batch 5 --out llm_informativeness_smoke  # smoke
     python -m bench.llm_informativeness --render-only   # rebuild the .md / .png from the .json
 
@@ -426,9 +426,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
 def parser() -> argparse.ArgumentParser:
     options = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     options.add_argument("--seeds", type=int, default=3)
-    options.add_argument("--rounds", type=int, default=3)
+    options.add_argument("--rounds", type=int, default=2)
     options.add_argument("--initial", type=int, default=60)
-    options.add_argument("--batch", type=int, default=20)
+    options.add_argument("--batch", type=int, default=10)
     options.add_argument("--test", type=int, default=500)
     options.add_argument("--max-pool", type=int, default=3000)
     options.add_argument("--concurrency", type=int, default=2)

@@ -1,4 +1,4 @@
-"""The LLM jobs' logic (pre-annotation, and ranking by LLM-judged informativeness): real Redis, the
+"""The LLM job's logic (pre-annotation): real Redis, the
 openai SDK over real HTTP to the scripted LLM server.
 
 Label Studio is a small in-memory stand-in here (the five calls the job makes), so that cold start,
@@ -235,45 +235,6 @@ def test_a_hanging_endpoint_stops_the_job_within_its_wait_budget(
     # what was answered stays kept and pushed: a re-run resumes after it
     assert result["annotated"] == 10 and result["pushed"] == 10 and result["remaining"] + result["failed"] == 30
     assert len(llm_answers.all_answers(redis_conn, 12)) == 10
-
-
-def judge_or_label(body: dict[str, Any]) -> Reply:
-    """Informativeness requests (a "score" schema) get 10 for reviews numbered by a multiple of 3, else 1."""
-    schema = body["response_format"]["json_schema"]["schema"]
-    if "score" not in schema["properties"]:
-        return answer_by_sentiment(body)
-    number = int(re.search(r"review (\d+)", body["messages"][-1]["content"]).group(1))  # type: ignore[union-attr]
-    return Reply(json.dumps({"score": 10 if number % 3 == 0 else 1}))
-
-
-def test_ranking_by_llm_judged_informativeness_is_costed_and_falls_back_without_an_llm(
-    job, scripted_llm: ScriptedLLM, redis_conn: redis.Redis
-) -> None:
-    scripted_llm.default = judge_or_label
-    labelled = {i: ("Positive" if i % 2 else "Negative") for i in range(1, 13)}
-    ls = FakeLabelStudio(texts(80), annotated=labelled)
-    ctx = job(ls, llm_base_url=scripted_llm.url, llm_model="scripted", llm_prices="scripted=10/30", queue_size=5)
-    assert run_training(9, ls, ctx.store, 10)["status"] == "trained"  # type: ignore[arg-type]
-
-    result = run_ranking(9, ctx, "llm_informativeness", 5)
-    assert result["status"] == "ranked" and result["strategy"] == "llm_informativeness" and result["fallback"] is None
-    judged = [re.search(r"review (\d+)", r["messages"][-1]["content"]).group(1) for r in scripted_llm.requests]  # type: ignore[union-attr]
-    assert len(judged) == 4 * 5  # the 20 most uncertain tasks, one request each
-    high = {int(n) + 1 for n in judged if int(n) % 3 == 0}  # task id = review number + 1
-    queued = set(published_queue(redis_conn, 9)["order"])
-    assert len(high) >= 5 and queued <= high  # the batch is what the judge rated highest
-    assert ls.model_version == result["version"] and ls.sampling == "Uncertainty sampling"
-    spend = stats.llm_spend(redis_conn, 9)
-    assert spend["requests"] == 20 and spend["dollars"] > 0  # costed like any LLM call
-
-    asked = len(scripted_llm.requests)
-    again = run_ranking(9, ctx, "llm_informativeness", 5)
-    assert len(scripted_llm.requests) == asked  # the same prompts come from the cache
-    assert ls.deleted == [result["version"]]  # the superseded queue's predictions are removed
-    assert again["version"] != result["version"]
-
-    no_llm = run_ranking(9, job(ls, llm_enabled=False, queue_size=5), "llm_informativeness", 5)
-    assert no_llm["strategy"] == "margin" and "llm_informativeness" in no_llm["fallback"]
 
 
 def test_the_model_that_wrote_a_synthetic_task_never_pre_labels_it(

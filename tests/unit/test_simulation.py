@@ -7,6 +7,7 @@ import statistics
 from typing import ClassVar
 
 import numpy as np
+import pytest
 
 from backend.selection.strategies import Pool, make_strategy
 from bench.simulate import Split, area_under_curve, budgets, labels_to_reach, simulate
@@ -227,3 +228,14 @@ def test_the_judges_expected_score_weighs_the_first_digit_by_its_probability() -
     # the first digit token's alternatives: 0 at 0.5, 8 at 0.25 (its spaced twin counted once), "}" no digit
     assert expected_score(tokens) == (0.25 * 8) / 0.75 / 10
     assert expected_score([TokenLogprob("{", 0.0)]) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [('{"score": 7}', 0.7), ('{"score": 0}', 0.0), ("10", 1.0), ("I'd say 3 out of 10", 0.3),
+     ('{"score": 11}', None), ('{"score": true}', None), ("no idea", None), ("", None), (None, None)],
+)  # fmt: skip
+def test_the_informativeness_bench_reads_judge_scores(text: str | None, expected: float | None) -> None:
+    from bench.llm_informativeness import parse_score
+
+    assert parse_score(text) == (pytest.approx(expected) if expected is not None else None)
