@@ -145,7 +145,10 @@ class PreAnnotator:
             if not answer.labels or answer.confidence is None:
                 return None, usage
             labels = tuple(self.to_gold[label] for label in answer.labels)
-            return StoredAnswer(labels, float(answer.confidence), answer.method, self.client.config.model), usage
+            # kept as the product keeps it: the checks divide out the label prior and calibrate the distribution
+            distribution = {self.to_gold[label]: p for label, p in (answer.distribution or {}).items()} or None
+            return StoredAnswer(labels, float(answer.confidence), answer.method, self.client.config.model,
+                                distribution=distribution), usage  # fmt: skip
 
         with ThreadPoolExecutor(max_workers=max(1, self.client.config.concurrency)) as pool:
             return list(pool.map(ask, prompts))

@@ -148,6 +148,26 @@ class ScriptedPreLabeller:
                                                                               requests=1), [])  # fmt: skip
 
 
+def test_pre_labels_keep_the_llm_label_distribution_in_the_corpus_label_names() -> None:
+    from backend.llm.client import LLMAnswer, LLMConfig
+    from backend.llm.cost import Usage
+    from bench.simulate import PreAnnotator, seed_label_config
+
+    config, to_gold = seed_label_config("trec6", [])
+    distribution = {"number": 0.6, "location": 0.3, "human": 0.1}
+
+    class Scored:
+        config = LLMConfig(base_url="http://unused", model="scripted", concurrency=1)
+
+        def annotate(self, spec, prompt):  # type: ignore[no-untyped-def]
+            return LLMAnswer(("number",), 0.6, distribution, "scored", Usage(50, 1, 1), [])
+
+    [(answer, usage)] = PreAnnotator(Scored(), config, to_gold, few_shot=0)(["How many moons has Mars ?"], [])
+    assert answer.labels == ("NUM",) and answer.method == "scored" and usage.completion_tokens == 1
+    # the product's checks read the distribution (bias correction, calibration): the bench must keep it
+    assert answer.distribution == {"NUM": 0.6, "LOC": 0.3, "HUM": 0.1}
+
+
 def test_pre_annotation_saves_human_labels_once_checks_open_the_gate() -> None:
     from bench.simulate import PreAnnotator, Review, seed_label_config
 
