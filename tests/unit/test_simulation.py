@@ -187,6 +187,8 @@ def test_pre_annotation_saves_human_labels_once_checks_open_the_gate() -> None:
     assert report["pre_labelled"] == len(llm.asked) == steps[-1] + report["auto_accepted"]
     assert report["pre_labels_right"] == report["pre_labelled"] - report["pre_labelled"] // 5
     assert report["prompt_tokens"] == 100 * len(llm.asked) and report["completion_tokens"] == 5 * len(llm.asked)
+    # the checks at the end are the pre-labels a human labelled; this LLM gives no distribution to score
+    assert report["checks"] == steps[-1] and report["checks_accuracy"] == {}
     # unsure pre-labels went to humans: none of the wrong ones was accepted
     assert all(data.pool_labels[i] == label for i, label in review.accepted.items())
 
