@@ -119,6 +119,17 @@ class Settings(BaseSettings):
             raise ValueError(f"{given} is set but {missing} is not: set both for basic auth, or neither")
         return self
 
+    @field_validator("queue_strategy")
+    @classmethod
+    def _strategy_exists(cls, value: str) -> str:
+        from backend.selection.strategies import STRATEGIES  # numpy and scikit-learn: only when validating
+
+        if value not in STRATEGIES:
+            dropped = " (llm_informativeness was dropped: see README, Strategies)" if value == "llm_informativeness" \
+                else ""  # fmt: skip
+            raise ValueError(f"unknown query strategy {value!r}{dropped}; known: {', '.join(STRATEGIES)}")
+        return value
+
     @model_validator(mode="after")
     def _encoder_is_installed(self) -> Settings:
         if self.student_encoder != NO_ENCODER:

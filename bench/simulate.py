@@ -146,7 +146,10 @@ class PreAnnotator:
             if not answer.labels or answer.confidence is None:
                 return None, usage
             labels = tuple(self.to_gold[label] for label in answer.labels)
-            return StoredAnswer(labels, float(answer.confidence), answer.method, self.client.config.model), usage
+            # kept as the product keeps it: the checks divide out the label prior and calibrate the distribution
+            distribution = {self.to_gold[label]: p for label, p in (answer.distribution or {}).items()} or None
+            return StoredAnswer(labels, float(answer.confidence), answer.method, self.client.config.model,
+                                distribution=distribution), usage  # fmt: skip
 
         with ThreadPoolExecutor(max_workers=max(1, self.client.config.concurrency)) as pool:
             return list(pool.map(ask, prompts))
@@ -194,14 +197,21 @@ class Review:
         return to_human
 
     def summary(self, gold: Sequence[str]) -> dict[str, Any]:
+        from backend.labeling import Example
+        from backend.llm.checks import llm_checks
         from backend.llm.cost import Usage
 
         usage = self.usage or Usage()
         right = sum(gold[i] in answer.labels for i, answer in self.answers.items())
+        # the checks at the end (every pre-labelled task a human labelled): what the gate was judged on
+        checked = [Example(i, "", (gold[i],)) for i in self.answers if i not in self.accepted]
+        final = llm_checks(self.answers, checked, self.classes, self.target_precision).get("distribution") or {}
+        stages = {name: stage["accuracy"] for name, stage in final.get("stages", {}).items()}
         return {"pre_labelled": len(self.answers), "pre_labels_right": right, "auto_accepted": len(self.accepted),
                 "auto_accepted_right": sum(gold[i] == label for i, label in self.accepted.items()),
                 "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-                "final_threshold": self.thresholds[-1] if self.thresholds else None}  # fmt: skip
+                "final_threshold": self.thresholds[-1] if self.thresholds else None,
+                "checks": len(checked), "checks_accuracy": stages}  # fmt: skip
 
 
 def simulate(
@@ -530,8 +540,8 @@ def _review_lines(result: dict[str, Any]) -> list[str]:
         f"{REFERENCE_PRICE}'s list price for the same tokens (the local model costs $0).",
         "",
         "| dataset | run | pre-labelled | pre-labels right | auto-accepted | of them right | gate opened (seeds) "
-        f"| tokens | $ at {REFERENCE_PRICE} |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"| checks at the end: accuracy raw / bias-corrected / calibrated | tokens | $ at {REFERENCE_PRICE} |",
+        "|---|---|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     for name, strategy, runs in rows:
         tokens = [r["prompt_tokens"] + r["completion_tokens"] for r in runs]
@@ -540,9 +550,12 @@ def _review_lines(result: dict[str, Any]) -> list[str]:
         right = f"{sum(r['auto_accepted_right'] for r in runs) / accepted:.1%}" if accepted else "n/a"
         opened = sum(r["final_threshold"] is not None for r in runs)
         share = sum(r["pre_labels_right"] for r in runs) / max(1, sum(r["pre_labelled"] for r in runs))
+        stages = [statistics.mean(r["checks_accuracy"][s] for r in runs) if all(s in r.get("checks_accuracy", {})
+                  for r in runs) else None for s in ("raw", "bias_corrected", "calibrated")]  # fmt: skip
+        checks = " / ".join("n/a" if v is None else f"{v:.3f}" for v in stages)
         lines.append(f"| {name} | {strategy} | {statistics.mean(r['pre_labelled'] for r in runs):.0f} | {share:.1%} "
                      f"| {statistics.mean(r['auto_accepted'] for r in runs):.1f} | {right} | {opened} of {len(runs)} "
-                     f"| {statistics.mean(tokens):,.0f} | {statistics.mean(cost):.3f} |")  # fmt: skip
+                     f"| {checks} | {statistics.mean(tokens):,.0f} | {statistics.mean(cost):.3f} |")  # fmt: skip
     return lines
 
 

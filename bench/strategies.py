@@ -7,11 +7,11 @@
 Synthetic pools, seeded: student probabilities Dirichlet(1) over k=6 labels; 128-dim embeddings drawn
 around 50 random centres and L2-normalized (clustered, as real text embeddings are, so k-means has
 structure to find); a committee of 5 bootstrap members, each a noisy copy of the student; LLM label
-distributions with 30% of rows unanswered (NaN); LLM informativeness for half the tasks; and labelled
-embeddings for 1% of the pool size, which the coreset starts from. Each strategy picks a batch of 20;
-the time is the median over `--repeats` runs with different rngs, of `rank` alone (building the Pool
-is not timed). Targets at every size: < 5 s for strategies that read only probabilities or LLM
-answers, < 30 s for those that read embeddings.
+distributions with 30% of rows unanswered (NaN); and labelled embeddings for 1% of the pool size,
+which the coreset starts from. Each strategy picks a batch of 20; the time is the median over
+`--repeats` runs with different rngs, of `rank` alone (building the Pool is not timed). Targets at
+every size: < 5 s for strategies that read only probabilities or LLM answers, < 30 s for those that
+read embeddings.
 
 `svd_embeddings` (TF-IDF + truncated SVD, 128 dims) is timed on synthetic 10-word texts drawn from a
 Zipf vocabulary of 20,000 words: not a strategy, but what the diversity strategies wait for first.
@@ -60,15 +60,12 @@ def synthetic_pool(n: int, seed: int = 0) -> Pool:
 
     llm_proba = rng.dirichlet(np.ones(LABELS), size=n)
     llm_proba[rng.random(n) < 0.3] = np.nan
-    informativeness = rng.random(n)
-    informativeness[rng.random(n) < 0.5] = np.nan
     return Pool(
         proba=proba,
         embeddings=embed(n),
         labelled_embeddings=embed(max(1, n // 100)),
         committee=[noisy_copy() for _ in range(MEMBERS)],
         llm_proba=llm_proba,
-        llm_informativeness=informativeness,
     )
 
 

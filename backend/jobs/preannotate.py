@@ -26,6 +26,7 @@ from backend.jobs import llm_answers, stats
 from backend.jobs.queue import PREANNOTATE, RANK, TRAIN, JobQueue
 from backend.jobs.running import JobContext, read_project, run_project_job
 from backend.jobs.state import ProjectState
+from backend.labeling import TaskSpec
 from backend.llm.annotator import PreLabel, StoredAnswer, few_shot_prompts, pre_label, pre_labels, prediction_item
 from backend.llm.bias import DistributionCalibration
 from backend.llm.cache import RedisCache
@@ -46,7 +47,7 @@ from backend.llm.cascade import (
 from backend.llm.checks import prior_only, published_calibration, published_distribution_calibration
 from backend.llm.client import LLMAnswer, LLMClient, LLMConfig
 from backend.llm.cost import FREE, Budget, BudgetExceeded, Price, Usage, dollars
-from backend.llm.prompts import FORMAT_STYLES
+from backend.llm.prompts import FORMAT_STYLES, Prompt
 from backend.llm.routing import AUTO_ACCEPT
 from backend.selection.diversity import k_center_greedy, text_features
 from backend.settings import Settings
@@ -101,6 +102,12 @@ class LLMStage:
 
     def label(self, answer: StoredAnswer) -> PreLabel:
         return pre_label(answer, self.calibrator, self.threshold, self.distribution)
+
+
+def estimated_usage(client: LLMClient, spec: TaskSpec, prompts: Sequence[Prompt]) -> Usage:
+    """A batch's usage at most, before it is sent: whole prompts, and the completion tokens each request
+    asks for (one for a scored prompt, not the client's `max_tokens`)."""
+    return Usage(sum(p.estimated_tokens for p in prompts), sum(client.completion_tokens(spec, p) for p in prompts))
 
 
 def _batches(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
@@ -164,7 +171,7 @@ def run_preannotation(
     seed_left = len(seed)
     for batch in _batches(todo, settings.llm_batch_size):
         prompts = few_shot_prompts(spec, [text for _, text in batch], human, settings.llm_few_shot)
-        estimate = Usage(sum(p.estimated_tokens for p in prompts), client.config.max_tokens * len(prompts))
+        estimate = estimated_usage(client, spec, prompts)
         try:
             budget.check(spent, dollars(estimate, price))
         except BudgetExceeded as exc:
@@ -305,7 +312,7 @@ def _strong_pass(
     done = pushed = 0
     for batch in _batches(todo, ctx.settings.llm_batch_size):
         prompts = few_shot_prompts(project.spec, [text for _, text in batch], project.human, ctx.settings.llm_few_shot)
-        estimate = Usage(sum(p.estimated_tokens for p in prompts), strong.client.config.max_tokens * len(prompts))
+        estimate = estimated_usage(strong.client, project.spec, prompts)
         try:
             budget.check(spent, dollars(estimate, strong.price))
         except BudgetExceeded as exc:

@@ -23,7 +23,6 @@ import numpy as np
 
 from backend.jobs import llm_answers, stats
 from backend.jobs.embeddings import ProjectEmbeddings
-from backend.jobs.preannotate import llm_client
 from backend.jobs.queue import RANK
 from backend.jobs.running import JobContext, read_project, run_project_job
 from backend.jobs.state import ProjectKeys, ProjectState
@@ -31,8 +30,6 @@ from backend.labeling import Example, TaskSpec
 from backend.labeling.predictions import predict_tasks
 from backend.llm.annotator import StoredAnswer, pre_labels
 from backend.llm.checks import published_calibration, published_distribution_calibration
-from backend.llm.cost import Budget, BudgetExceeded, Usage, dollars
-from backend.llm.prompts import informativeness_prompt, informativeness_schema
 from backend.selection.embeddings import svd_embeddings
 from backend.selection.stopping import Round, StoppingConfig, evaluate
 from backend.selection.strategies import (
@@ -40,8 +37,6 @@ from backend.selection.strategies import (
     check_applies,
     make_strategy,
     predicted_set_probability,
-    top_indices,
-    uncertainty,
 )
 from backend.settings import Settings
 from backend.student import StudentModel
@@ -56,7 +51,6 @@ QUEUE_OFF = (
     "the queue is off for this project (lsal-ops connect --no-queue, or QUEUE_ENABLED=false): "
     "LS's model version and sampling are left alone"
 )
-JUDGED_PER_SLOT = 4  # LLM informativeness: judge this many of the most uncertain tasks per queue slot
 
 
 def _key(project_id: int, what: str) -> str:
@@ -153,40 +147,6 @@ def llm_distributions(answers: Mapping[int, StoredAnswer], ids: Sequence[int], l
     return out
 
 
-def judged_informativeness(
-    ctx: JobContext, project_id: int, spec: TaskSpec, texts: Sequence[str], proba: np.ndarray, size: int
-) -> np.ndarray | None:
-    """The LLM's 0-1 informativeness for the most uncertain `JUDGED_PER_SLOT * size` tasks, NaN for the rest.
-
-    Costed like pre-annotation: counted in the project's spend, checked against its budget first, cached.
-    None when there is no LLM, the budget would not cover it, or the endpoint stopped answering.
-    """
-    client = llm_client(ctx.settings, ctx.conn)
-    if client is None:
-        return None
-    margins = uncertainty("margin", Pool(proba=proba, multi_label=spec.multi_label))
-    candidates = top_indices(margins, JUDGED_PER_SLOT * size, np.random.default_rng(0))
-    prompts = [informativeness_prompt(spec, texts[i]) for i in candidates]
-    price = ctx.settings.llm_price()
-    estimate = Usage(sum(p.estimated_tokens for p in prompts), client.config.max_tokens * len(prompts))
-    try:
-        Budget(ctx.settings.llm_budget_usd).check(stats.llm_spend(ctx.conn, project_id).get("dollars", 0.0),
-                                                  dollars(estimate, price))  # fmt: skip
-    except BudgetExceeded as exc:
-        log.warning("project %s: no LLM informativeness: %s", project_id, exc)
-        return None
-    ctx.progress(f"asking the LLM how informative {len(prompts)} candidate tasks are")
-    judged = client.judge_many(prompts, informativeness_schema())
-    stats.record_llm_usage(ctx.conn, project_id, sum((j[1] for j in judged if j is not None), Usage()), price)
-    if any(j is None for j in judged):
-        return None  # the circuit opened: too few tasks were judged to rank by
-    out = np.full(len(texts), np.nan)
-    for row, (score, _) in zip(candidates, judged, strict=True):  # type: ignore[misc]
-        if score is not None:
-            out[row] = score
-    return out
-
-
 def stop_set(conn: Any, project_id: int, candidates: Sequence[int]) -> list[int]:
     """A fixed sample of task ids on which successive models are compared (chosen once, then kept)."""
     raw = conn.get(_key(project_id, "stop_set"))
@@ -219,11 +179,9 @@ def run_ranking(project_id: int, ctx: JobContext, strategy_name: str, size: int)
     fallback = None
     if pool:
         features = _pool(strategy.needs, spec, human, texts, ids, proba, answers, vectors)
-        if "llm_informativeness" in strategy.needs:
-            features.llm_informativeness = judged_informativeness(ctx, project_id, spec, texts, proba, size)
         try:
             check_applies(strategy, features)
-        except ValueError as exc:  # a single-label-only strategy; a committee needs two classes; no LLM scores yet
+        except ValueError as exc:  # a single-label-only strategy; a committee needs two classes
             fallback = f"{exc}; ranked by {FALLBACK} instead"
             log.warning("project %s: %s", project_id, fallback)
             strategy = make_strategy(FALLBACK)

@@ -27,7 +27,7 @@ import openai
 from backend.labeling import TaskSpec
 from backend.llm.confidence import TokenLogprob, label_distribution, set_agreement, vote_distribution
 from backend.llm.cost import Usage
-from backend.llm.parsing import parse_answer, parse_score, parse_texts, value_offset
+from backend.llm.parsing import parse_answer, parse_texts, value_offset
 from backend.llm.prompts import FORMAT_STYLES, Prompt, generation_schema, prompt_key, response_format
 from backend.llm.scoring import AMBIGUOUS_LIMIT, first_token_distribution
 
@@ -245,6 +245,14 @@ class LLMClient:
 
     # -- one task ---------------------------------------------------------------------------------
 
+    def completion_tokens(self, spec: TaskSpec, prompt: Prompt) -> int:
+        """The completion tokens `annotate` asks for on `prompt`: one for a scored single-label prompt (its
+        first token carries the label distribution), `max_tokens` for a JSON answer, and `max_tokens` for
+        each of the samples where the endpoint gives no logprobs."""
+        if not self._logprobs:
+            return self.config.samples * self.config.max_tokens
+        return 1 if prompt.keys and not spec.multi_label else self.config.max_tokens
+
     def annotate(self, spec: TaskSpec, prompt: Prompt) -> LLMAnswer:
         """Labels and raw confidence for one prompt; errors come back in the answer, never raised,
         except CircuitOpen, which tells a batch to stop early."""
@@ -311,18 +319,6 @@ class LLMClient:
         best = max(spec.labels, key=lambda label: scored.distribution[label])
         return LLMAnswer((best,), scored.distribution[best], scored.distribution, "scored", usage, texts), usage
 
-    def judge(self, prompt: Prompt, schema: dict[str, Any]) -> tuple[float | None, Usage]:
-        """The number an informativeness prompt asks for (its "score"), or None when the answer has none;
-        errors count as no answer, except CircuitOpen."""
-        try:
-            completion, cached = self._complete(prompt.messages, None, self.config.temperature, 0, schema)
-        except CircuitOpen:
-            raise
-        except Exception as exc:
-            log.warning("informativeness judge failed: %s", exc)
-            return None, Usage()
-        return parse_score(completion.text), _usage(completion, cached)
-
     def generate(
         self, prompt: Prompt, count: int, max_tokens: int = 1024, temperature: float = 0.9, salt: int = 0
     ) -> tuple[list[str], Usage, str | None]:
@@ -355,10 +351,6 @@ class LLMClient:
         for position, i in enumerate(order):
             results[i] = answers[position]
         return results
-
-    def judge_many(self, prompts: Sequence[Prompt], schema: dict[str, Any]) -> list[tuple[float | None, Usage] | None]:
-        """Judge in parallel (bounded); a None item was not attempted because the circuit opened."""
-        return self._map(lambda prompt: self.judge(prompt, schema), prompts)
 
     def _map(
         self, call: Callable[[Prompt], T], prompts: Sequence[Prompt], progress: Callable[[int, int], None] | None = None

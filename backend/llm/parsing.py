@@ -108,21 +108,6 @@ def parse_answer(text: str | None, labels: Sequence[str], multi_label: bool = Fa
     return tuple(label for label in labels if label in found)
 
 
-def parse_score(text: str | None, low: int = 0, high: int = 10) -> float | None:
-    """A judge's {"score": n} (or a bare number) as a value in [0, 1]; None when there is none in range."""
-    if not text or not text.strip():
-        return None
-    value = _json_value(text.strip())
-    if isinstance(value, dict):
-        value = value.get("score")
-    if value is None:
-        match = re.search(r"-?\d+(?:\.\d+)?", text)
-        value = float(match.group()) if match else None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        return None
-    return (float(value) - low) / (high - low)
-
-
 def parse_texts(text: str | None, limit: int) -> list[str]:
     """The generated texts of a {"texts": [...]} answer (or a bare list), at most `limit`; [] if none."""
     value = _json_value(text or "")

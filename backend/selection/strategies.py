@@ -44,7 +44,6 @@ class Pool:
     labelled_embeddings: Embeddings | None = None  # (m, d) tasks already labelled: the coreset starts from them
     committee: Sequence[np.ndarray] = ()  # (n, k) probabilities from each bootstrap member of the student
     llm_proba: np.ndarray | None = None  # (n, k) the LLM's label distribution; NaN rows where it gave none
-    llm_informativeness: np.ndarray | None = None  # (n,) an LLM's judged usefulness in [0, 1], NaN if unknown
     multi_label: bool = False  # proba's columns are independent per-label probabilities, not one distribution
 
     @property
@@ -60,7 +59,6 @@ class Pool:
                 ("proba", self.proba),
                 ("embeddings", self.embeddings),
                 ("llm_proba", self.llm_proba),
-                ("llm_informativeness", self.llm_informativeness),
             )
             if value is not None
         }
@@ -79,8 +77,7 @@ class Pool:
             return None if value is None else value[rows]
 
         return Pool(take(self.proba), take(self.embeddings), self.labelled_embeddings,
-                    [member[rows] for member in self.committee], take(self.llm_proba),
-                    take(self.llm_informativeness), self.multi_label)  # fmt: skip
+                    [member[rows] for member in self.committee], take(self.llm_proba), self.multi_label)  # fmt: skip
 
     def require(self, needed: frozenset[str], strategy: str) -> None:
         missing = [name for name in sorted(needed) if _is_missing(getattr(self, name))]
@@ -400,28 +397,6 @@ class StudentLLMDisagreement(_Strategy):
 
 
 @dataclass(frozen=True)
-class LLMInformativeness(_ScoredStrategy):
-    """Tasks an LLM judged most useful to label (ActiveLLM-style selection).
-
-    Optional and costed: the scores come from separate LLM calls made elsewhere, one per scored task,
-    so the pool is usually only partly scored. Unscored tasks (NaN) come after the scored ones,
-    ordered by the student's margin uncertainty (as the task shape defines it) when the pool has probabilities.
-    """
-
-    name: ClassVar[str] = "llm_informativeness"
-    needs: ClassVar[frozenset[str]] = frozenset({"llm_informativeness"})
-
-    def scores(self, pool: Pool) -> np.ndarray:
-        return np.asarray(pool.llm_informativeness, dtype=float)
-
-    def _rank(self, pool: Pool, n: int, rng: np.random.Generator) -> np.ndarray:
-        scores = self.scores(pool)
-        scored = np.isfinite(scores)
-        fallback = uncertainty("margin", pool) if pool.proba is not None else np.zeros(len(scores))
-        return top_indices(scored.astype(float), n, rng, np.where(scored, scores, fallback))
-
-
-@dataclass(frozen=True)
 class KCenterGreedy(_Strategy):
     """Coreset (Sener & Savarese): each pick the task farthest from every labelled or picked task.
 
@@ -561,7 +536,6 @@ STRATEGIES: dict[str, type[_Strategy]] = {
         Entropy,
         VoteEntropy,
         StudentLLMDisagreement,
-        LLMInformativeness,
         KCenterGreedy,
         ClusterDiverse,
         BADGE,

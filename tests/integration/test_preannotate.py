@@ -1,4 +1,4 @@
-"""The LLM jobs' logic (pre-annotation, and ranking by LLM-judged informativeness): real Redis, the
+"""The LLM job's logic (pre-annotation): real Redis, the
 openai SDK over real HTTP to the scripted LLM server.
 
 Label Studio is a small in-memory stand-in here (the five calls the job makes), so that cold start,
@@ -161,15 +161,30 @@ def test_human_labels_become_few_shot_examples_and_are_not_pre_labelled(
 def test_the_budget_stops_the_job_cleanly(job, scripted_llm: ScriptedLLM, redis_conn: redis.Redis) -> None:
     scripted_llm.default = answer_by_sentiment
     ls = FakeLabelStudio(texts(100))
-    # 50 prompt + 8 completion tokens a request at $10 / $30 per 1M: a batch of 10 costs ~$0.0074, and is
-    # estimated before it is sent at up to ~$0.035 (whole prompts and 64 completion tokens each)
+    # 50 prompt + 1 completion token a scored request at $10 / $30 per 1M: a batch of 10 costs ~$0.0053, and
+    # is estimated before it is sent at ~$0.0092 (whole prompts of ~90 tokens, and the one token each asks for)
     price = Price(10.0, 30.0)
-    ctx = job(ls, llm_budget_usd=0.06, llm_seed_size=0)
+    ctx = job(ls, llm_budget_usd=0.03, llm_seed_size=0)
     result = run_preannotation(7, ctx, client(scripted_llm, redis_conn), price)
     assert result["status"] == "budget_spent" and "budget" in result["message"]
     assert 0 < result["annotated"] < 100 and result["remaining"] == 100 - result["annotated"]
-    assert stats.llm_spend(redis_conn, 7)["dollars"] <= 0.06
+    assert stats.llm_spend(redis_conn, 7)["dollars"] <= 0.03
     assert len(scripted_llm.requests) == result["annotated"]
+
+
+def test_the_budget_estimate_counts_one_completion_token_per_scored_request(
+    job, scripted_llm: ScriptedLLM, redis_conn: redis.Redis
+) -> None:
+    scripted_llm.default = answer_by_sentiment
+    ls = FakeLabelStudio(texts(20))
+    # output-heavy pricing: a batch of 10 scored requests costs ~$0.011 and is estimated at ~$0.011; at the
+    # client's 64 completion tokens a request it would be estimated at $0.64, past the $0.05 budget at once
+    price = Price(1.0, 1000.0)
+    result = run_preannotation(12, job(ls, llm_budget_usd=0.05, llm_seed_size=0), client(scripted_llm, redis_conn),
+                               price)  # fmt: skip
+    assert result["status"] == "done" and result["annotated"] == 20
+    assert all(request["max_tokens"] == 1 for request in scripted_llm.requests)
+    assert stats.llm_spend(redis_conn, 12)["dollars"] <= 0.05
 
 
 def test_a_dead_endpoint_and_off_label_answers_never_write_a_prediction(
@@ -220,45 +235,6 @@ def test_a_hanging_endpoint_stops_the_job_within_its_wait_budget(
     # what was answered stays kept and pushed: a re-run resumes after it
     assert result["annotated"] == 10 and result["pushed"] == 10 and result["remaining"] + result["failed"] == 30
     assert len(llm_answers.all_answers(redis_conn, 12)) == 10
-
-
-def judge_or_label(body: dict[str, Any]) -> Reply:
-    """Informativeness requests (a "score" schema) get 10 for reviews numbered by a multiple of 3, else 1."""
-    schema = body["response_format"]["json_schema"]["schema"]
-    if "score" not in schema["properties"]:
-        return answer_by_sentiment(body)
-    number = int(re.search(r"review (\d+)", body["messages"][-1]["content"]).group(1))  # type: ignore[union-attr]
-    return Reply(json.dumps({"score": 10 if number % 3 == 0 else 1}))
-
-
-def test_ranking_by_llm_judged_informativeness_is_costed_and_falls_back_without_an_llm(
-    job, scripted_llm: ScriptedLLM, redis_conn: redis.Redis
-) -> None:
-    scripted_llm.default = judge_or_label
-    labelled = {i: ("Positive" if i % 2 else "Negative") for i in range(1, 13)}
-    ls = FakeLabelStudio(texts(80), annotated=labelled)
-    ctx = job(ls, llm_base_url=scripted_llm.url, llm_model="scripted", llm_prices="scripted=10/30", queue_size=5)
-    assert run_training(9, ls, ctx.store, 10)["status"] == "trained"  # type: ignore[arg-type]
-
-    result = run_ranking(9, ctx, "llm_informativeness", 5)
-    assert result["status"] == "ranked" and result["strategy"] == "llm_informativeness" and result["fallback"] is None
-    judged = [re.search(r"review (\d+)", r["messages"][-1]["content"]).group(1) for r in scripted_llm.requests]  # type: ignore[union-attr]
-    assert len(judged) == 4 * 5  # the 20 most uncertain tasks, one request each
-    high = {int(n) + 1 for n in judged if int(n) % 3 == 0}  # task id = review number + 1
-    queued = set(published_queue(redis_conn, 9)["order"])
-    assert len(high) >= 5 and queued <= high  # the batch is what the judge rated highest
-    assert ls.model_version == result["version"] and ls.sampling == "Uncertainty sampling"
-    spend = stats.llm_spend(redis_conn, 9)
-    assert spend["requests"] == 20 and spend["dollars"] > 0  # costed like any LLM call
-
-    asked = len(scripted_llm.requests)
-    again = run_ranking(9, ctx, "llm_informativeness", 5)
-    assert len(scripted_llm.requests) == asked  # the same prompts come from the cache
-    assert ls.deleted == [result["version"]]  # the superseded queue's predictions are removed
-    assert again["version"] != result["version"]
-
-    no_llm = run_ranking(9, job(ls, llm_enabled=False, queue_size=5), "llm_informativeness", 5)
-    assert no_llm["strategy"] == "margin" and "llm_informativeness" in no_llm["fallback"]
 
 
 def test_the_model_that_wrote_a_synthetic_task_never_pre_labels_it(

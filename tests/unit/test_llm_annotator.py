@@ -7,15 +7,17 @@ import json
 import numpy as np
 import pytest
 
+from backend.jobs.preannotate import estimated_usage
 from backend.labeling import Example, parse_label_config
 from backend.labeling.predictions import predict_tasks
 from backend.llm.annotator import StoredAnswer, few_shot_prompts, pre_label, pre_labels, prediction_item
 from backend.llm.calibration import Calibrator, cross_calibrated, expected_calibration_error
 from backend.llm.checks import llm_checks
+from backend.llm.client import LLMClient, LLMConfig
 from backend.llm.routing import AUTO_ACCEPT, REVIEW
 from backend.selection.diversity import k_center_greedy, text_features
 from backend.student import StudentModel
-from tests.helpers import NEGATIVE, POSITIVE, SINGLE
+from tests.helpers import MULTI, NEGATIVE, POSITIVE, SINGLE
 
 SPEC = parse_label_config(SINGLE)
 
@@ -148,3 +150,19 @@ def test_pre_labels_calibrate_a_batch_as_one_by_one_would(method: str) -> None:
     unchecked = pre_labels(answers, None, threshold=0.7)  # no calibrator yet: raw scores, all to review
     assert [label.score for label in unchecked] == [a.confidence for a in answers]
     assert {label.route for label in unchecked} == {"review"} and pre_labels([], calibrator, 0.7) == []
+
+
+def test_a_batch_estimate_counts_the_completion_tokens_each_request_asks_for() -> None:
+    client = LLMClient(LLMConfig(base_url="http://127.0.0.1:1/v1", model="m", max_tokens=64, samples=5))
+    examples = [Example(1, POSITIVE[0], ("Positive",)), Example(2, NEGATIVE[0], ("Negative",))]
+    scored = few_shot_prompts(SPEC, POSITIVE[1:4], examples, k=2)
+    estimate = estimated_usage(client, SPEC, scored)
+    # a scored request asks for the first answer token only, not the client's 64
+    assert estimate.completion_tokens == 3
+    assert estimate.prompt_tokens == sum(p.estimated_tokens for p in scored)
+    assert estimated_usage(client, SPEC, few_shot_prompts(SPEC, POSITIVE[1:3], examples, scored=False)) \
+        .completion_tokens == 2 * 64  # fmt: skip
+    multi = parse_label_config(MULTI)
+    assert estimated_usage(client, multi, few_shot_prompts(multi, POSITIVE[1:2], [])).completion_tokens == 64
+    client._logprobs = False  # what an endpoint that refused logprobs leaves: each prompt is sampled 5 times
+    assert estimated_usage(client, SPEC, scored).completion_tokens == 3 * 5 * 64

@@ -17,7 +17,6 @@ from backend.selection.strategies import (
     Entropy,
     KCenterGreedy,
     LeastConfidence,
-    LLMInformativeness,
     Margin,
     Pool,
     QueryStrategy,
@@ -29,6 +28,7 @@ from backend.selection.strategies import (
     predicted_set_probability,
     predicted_sets,
 )
+from backend.settings import Settings, settings_error
 from backend.student.model import decide
 
 
@@ -52,15 +52,12 @@ def _full_pool(n: int = 30, k: int = 3, d: int = 8, seed: int = 0) -> Pool:
     rng = _rng(seed)
     llm = rng.dirichlet(np.ones(k), size=n)
     llm[::4] = np.nan
-    informativeness = rng.random(n)
-    informativeness[::3] = np.nan
     return Pool(
         proba=rng.dirichlet(np.ones(k), size=n),
         embeddings=_unit_rows(rng.standard_normal((n, d))),
         labelled_embeddings=_unit_rows(rng.standard_normal((5, d))),
         committee=[rng.dirichlet(np.ones(k), size=n) for _ in range(3)],
         llm_proba=llm,
-        llm_informativeness=informativeness,
     )
 
 
@@ -72,7 +69,6 @@ def test_the_registry_holds_every_strategy_under_its_name() -> None:
         "entropy",
         "vote_entropy",
         "student_llm_disagreement",
-        "llm_informativeness",
         "kcenter_greedy",
         "cluster_diverse",
         "badge",
@@ -206,13 +202,6 @@ def test_density_weighting_prefers_an_uncertain_task_in_a_crowd_over_an_uncertai
     assert Entropy().rank(pool, 1, rng).tolist() == [20]
     assert DensityWeighted().rank(pool, 1, rng).tolist() == [5]
     assert DensityWeighted(beta=0.0).rank(pool, 1, rng).tolist() == [20]  # beta 0: plain uncertainty
-
-
-def test_llm_informativeness_ranks_scored_tasks_first() -> None:
-    scores = np.array([0.2, np.nan, 0.9, np.nan, 0.5])
-    proba = np.array([[0.9, 0.1], [0.9, 0.1], [0.9, 0.1], [0.5, 0.5], [0.9, 0.1]])
-    ranking = LLMInformativeness().rank(Pool(proba=proba, llm_informativeness=scores), 5, _rng())
-    assert ranking.tolist() == [2, 4, 0, 3, 1]
 
 
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
@@ -400,3 +389,12 @@ def test_a_pool_subset_keeps_its_task_shape() -> None:
     pool = Pool(proba=MULTI_PROBA, multi_label=True)
     assert pool.subset([2, 0]).multi_label and pool.subset([2, 0]).shape == "multi-label"
     assert Pool(proba=MULTI_PROBA).shape == "single-label"
+
+
+def test_an_unknown_or_dropped_queue_strategy_is_refused_at_start() -> None:
+    with pytest.raises(Exception) as raised:
+        Settings(queue_strategy="llm_informativeness")
+    message = settings_error(raised.value)
+    assert message.startswith("invalid settings: QUEUE_STRATEGY: unknown query strategy 'llm_informativeness'")
+    assert "dropped" in message and "margin" in message
+    assert Settings(queue_strategy="badge").queue_strategy == "badge"

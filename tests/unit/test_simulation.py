@@ -7,6 +7,7 @@ import statistics
 from typing import ClassVar
 
 import numpy as np
+import pytest
 
 from backend.selection.strategies import Pool, make_strategy
 from bench.simulate import Split, area_under_curve, budgets, labels_to_reach, simulate
@@ -147,6 +148,26 @@ class ScriptedPreLabeller:
                                                                               requests=1), [])  # fmt: skip
 
 
+def test_pre_labels_keep_the_llm_label_distribution_in_the_corpus_label_names() -> None:
+    from backend.llm.client import LLMAnswer, LLMConfig
+    from backend.llm.cost import Usage
+    from bench.simulate import PreAnnotator, seed_label_config
+
+    config, to_gold = seed_label_config("trec6", [])
+    distribution = {"number": 0.6, "location": 0.3, "human": 0.1}
+
+    class Scored:
+        config = LLMConfig(base_url="http://unused", model="scripted", concurrency=1)
+
+        def annotate(self, spec, prompt):  # type: ignore[no-untyped-def]
+            return LLMAnswer(("number",), 0.6, distribution, "scored", Usage(50, 1, 1), [])
+
+    [(answer, usage)] = PreAnnotator(Scored(), config, to_gold, few_shot=0)(["How many moons has Mars ?"], [])
+    assert answer.labels == ("NUM",) and answer.method == "scored" and usage.completion_tokens == 1
+    # the product's checks read the distribution (bias correction, calibration): the bench must keep it
+    assert answer.distribution == {"NUM": 0.6, "LOC": 0.3, "HUM": 0.1}
+
+
 def test_pre_annotation_saves_human_labels_once_checks_open_the_gate() -> None:
     from bench.simulate import PreAnnotator, Review, seed_label_config
 
@@ -166,6 +187,8 @@ def test_pre_annotation_saves_human_labels_once_checks_open_the_gate() -> None:
     assert report["pre_labelled"] == len(llm.asked) == steps[-1] + report["auto_accepted"]
     assert report["pre_labels_right"] == report["pre_labelled"] - report["pre_labelled"] // 5
     assert report["prompt_tokens"] == 100 * len(llm.asked) and report["completion_tokens"] == 5 * len(llm.asked)
+    # the checks at the end are the pre-labels a human labelled; this LLM gives no distribution to score
+    assert report["checks"] == steps[-1] and report["checks_accuracy"] == {}
     # unsure pre-labels went to humans: none of the wrong ones was accepted
     assert all(data.pool_labels[i] == label for i, label in review.accepted.items())
 
@@ -181,3 +204,60 @@ def test_a_sure_but_wrong_llm_never_gets_through_the_gate() -> None:
     outcome = simulate(data, make_strategy("margin"), 1, steps, review=review)
     assert outcome["review"]["auto_accepted"] == 0 and outcome["review"]["pre_labelled"] == steps[-1]
     assert all(threshold is None for threshold in review.thresholds)
+
+
+def test_the_informativeness_bench_picks_what_the_judge_scores_highest_among_margin_candidates() -> None:
+    from bench.llm_informativeness import ARMS, JUDGED_PER_SLOT, one_round, summary
+
+    data = tiny_split(0)
+    judged: list[str] = []
+
+    def rare_is_informative(texts: list[str]) -> list[dict[str, object]]:
+        judged.extend(texts)
+        return [{"score": float(any(w in t.split() for w in WORDS["rare"])), "expected": None, "fresh": True,
+                 "seconds": 0.5, "prompt_tokens": 80, "completion_tokens": 6} for t in texts]  # fmt: skip
+
+    rng = np.random.default_rng(0)
+    labelled = [int(i) for i in rng.choice(len(data.pool), 12, replace=False)]
+    result = one_round(data, labelled, rare_is_informative, 4, rng)  # type: ignore[arg-type]
+    assert len(judged) == result["candidates"] == JUDGED_PER_SLOT * 4 and result["start_accuracy"] > 0
+    rare = [t for t in judged if any(w in t.split() for w in WORDS["rare"])]
+    picked = [data.pool[i] for i in result["arms"]["llm_informativeness"]["picked"]]
+    # the judge's favourites first, whatever their margin
+    assert rare and (set(picked) <= set(rare) if len(rare) >= 4 else set(rare) <= set(picked))
+    assert {data.pool[i] for i in result["arms"]["margin"]["picked"]} <= set(judged)
+    # no expected scores: the strategy falls back to margin's order
+    assert result["arms"]["llm expected score"]["picked"] == result["arms"]["margin"]["picked"]
+    assert set(result["arms"]) == set(ARMS) and all(i not in labelled for i in result["arms"]["margin"]["picked"])
+    s = summary([{**result, "seed": 0, "round": 0}])
+    assert s["pairs"] == 1 and s["seconds_per_item_mean"] == 0.5 and s["prompt_tokens_per_item"] == 80
+    assert s["keep"] == (s["diff_vs_margin_mean"] >= 0.005)
+
+
+def test_the_judges_expected_score_weighs_the_first_digit_by_its_probability() -> None:
+    import math
+
+    from backend.llm.confidence import TokenLogprob
+    from bench.llm_informativeness import expected_score
+
+    ln = math.log
+    tokens = [
+        TokenLogprob('{"', 0.0),
+        TokenLogprob("score", 0.0),
+        TokenLogprob(" ", 0.0, ((" ", 0.0), ("9", -9.0))),
+        TokenLogprob("0", ln(0.5), (("0", ln(0.5)), ("8", ln(0.25)), (" 8", ln(0.25)), ("}", ln(0.1)))),
+    ]
+    # the first digit token's alternatives: 0 at 0.5, 8 at 0.25 (its spaced twin counted once), "}" no digit
+    assert expected_score(tokens) == (0.25 * 8) / 0.75 / 10
+    assert expected_score([TokenLogprob("{", 0.0)]) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [('{"score": 7}', 0.7), ('{"score": 0}', 0.0), ("10", 1.0), ("I'd say 3 out of 10", 0.3),
+     ('{"score": 11}', None), ('{"score": true}', None), ("no idea", None), ("", None), (None, None)],
+)  # fmt: skip
+def test_the_informativeness_bench_reads_judge_scores(text: str | None, expected: float | None) -> None:
+    from bench.llm_informativeness import parse_score
+
+    assert parse_score(text) == (pytest.approx(expected) if expected is not None else None)
