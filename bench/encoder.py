@@ -91,25 +91,39 @@ def _fit(classes: list[str], texts: list[str], labels: list[str], encoder: str |
     return {"model": model, "fit_s": time.perf_counter() - started}
 
 
-def peak_memory_mb(student: str, n: int, embeddings: Path | None) -> float:
+def peak_memory_mb(student: str, work: Path, texts: list[str], labels: list[str], embeddings: np.ndarray | None,
+                   classes: list[str]) -> float:  # fmt: skip
     """ru_maxrss of a fresh process that does what a worker does for one retraining: (load the encoder,)
-    read the labelled texts and their kept embeddings, fit."""
-    command = [sys.executable, "-m", "bench.encoder", "--probe-memory", student, str(n)]
-    command += [str(embeddings)] if embeddings is not None else []
+    read the labelled texts and their kept embeddings, fit. The texts come from a file, not from the
+    corpus's archive, whose reading would be the peak."""
+    data = work / f"probe-{student}-{len(texts)}.json"
+    data.write_text(json.dumps({"texts": texts, "labels": labels, "classes": classes}))
+    command = [sys.executable, "-m", "bench.encoder", "--probe-memory", student, str(data)]
+    if embeddings is not None:
+        np.save(data.with_suffix(".npy"), embeddings)
+        command.append(str(data.with_suffix(".npy")))
     done = subprocess.run(command, capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1])
     return float(done.stdout.strip().splitlines()[-1])
 
 
-def probe_memory(student: str, n: int, embeddings: str | None) -> None:
-    train = load("20newsgroups", "train")
-    rows = np.random.default_rng(0).permutation(len(train))[:n]
+def probe_memory(student: str, data: str, embeddings: str | None) -> None:
+    labelled = json.loads(Path(data).read_text())
     encoder = None if student == "tfidf" else ENCODER
     if encoder is not None:
         get_encoder(encoder).load()  # as `lsal worker` does before it forks its jobs
     vectors = np.load(embeddings) if embeddings else None
-    texts, targets = [train.texts[i] for i in rows], [(train.labels[i],) for i in rows]
-    StudentModel(train.classes, encoder=encoder).fit(texts, targets, embeddings=vectors)
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    StudentModel(labelled["classes"], encoder=encoder).fit(labelled["texts"], [(y,) for y in labelled["labels"]],
+                                                           embeddings=vectors)  # fmt: skip
+    print(peak_rss_mb())
+
+
+def peak_rss_mb() -> float:
+    """This process's own high-water mark (VmHWM). Not ru_maxrss: Linux carries that across exec from the
+    parent, so a child of a big parent reports the parent's size."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def bench_fit(quick: bool, work: Path) -> list[dict[str, Any]]:
@@ -133,12 +147,9 @@ def bench_fit(quick: bool, work: Path) -> list[dict[str, Any]]:
             model = fits[-1]["model"]
             predicted = model.predict(test_texts, test_vectors if encoder else None)
             accuracy = float(np.mean([p.labels[0] == y for p, y in zip(predicted, test_labels, strict=True)]))
-            kept = None
-            if encoder is not None:
-                kept = work / f"embeddings-{n}.npy"
-                np.save(kept, vectors)
+            peak = peak_memory_mb(student, work, texts, labels, embeddings, train.classes)
             row = {"student": student, "labels": n, "fit_s": float(np.median([f["fit_s"] for f in fits])),
-                   "max_rss_mb": peak_memory_mb(student, n, kept), "test_accuracy": accuracy,
+                   "max_rss_mb": peak, "test_accuracy": accuracy,
                    "runs": len(fits)}  # fmt: skip
             if n == 10_000:
                 row["target"], row["pass"] = FIT_TARGET, row["fit_s"] < FIT_TARGET
@@ -269,7 +280,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fit_ax.set_xlabel("labels (20 Newsgroups)")
     fit_ax.set_ylabel("fit seconds (median)")
     fit_ax.legend()
-    names = [f"{r['texts']}\n{r['student']}" + (f"\n{r['mode']}" if r["mode"] else "") for r in result["predict"]]
+    short_mode = {"kept embeddings": "kept", "embedded on the request path": "on request"}
+    names = [f"{r['texts']}\n{r['student']}" + (f"\n{short_mode[r['mode']]}" if r["mode"] else "")
+             for r in result["predict"]]  # fmt: skip
     predict_ax.bar(range(len(names)), [r["median"] * 1e3 for r in result["predict"]])
     predict_ax.axhline(PREDICT_TARGET * 1e3, color="grey", linestyle=":")
     predict_ax.set_xticks(range(len(names)), names, fontsize=6)
@@ -283,11 +296,16 @@ def plot(result: dict[str, Any], path: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     options = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     options.add_argument("--quick", action="store_true")
-    options.add_argument("--probe-memory", nargs="+", metavar="STUDENT N [EMBEDDINGS]", help=argparse.SUPPRESS)
+    options.add_argument("--render-only", action="store_true", help="rebuild encoder.md / .png from encoder.json")
+    options.add_argument("--probe-memory", nargs="+", metavar="STUDENT DATA [EMBEDDINGS]", help=argparse.SUPPRESS)
     args = options.parse_args(argv)
     if args.probe_memory:
-        student, n, *embeddings = args.probe_memory
-        probe_memory(student, int(n), embeddings[0] if embeddings else None)
+        student, data, *embeddings = args.probe_memory
+        probe_memory(student, data, embeddings[0] if embeddings else None)
+        return 0
+    if args.render_only:
+        out = RESULTS / ("encoder-quick" if args.quick else "encoder")
+        write_outputs(out, json.loads(out.with_suffix(".json").read_text()), markdown, plot)
         return 0
     import torch
 

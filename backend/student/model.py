@@ -116,6 +116,18 @@ def in_fork(function: Callable[[], T], side_by_side: bool = True) -> Callable[[]
     return result
 
 
+def fit_temperature(logits: np.ndarray, target: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """The temperature T that minimizes the (weighted) log loss of softmax(logits / T) on held-out rows."""
+    weights = np.ones(len(target)) if weights is None else np.asarray(weights, dtype=float)
+
+    def nll(log_t: float) -> float:
+        logp = log_softmax(logits / np.exp(log_t), axis=1)
+        return float(-(weights * logp[np.arange(len(target)), target]).sum() / weights.sum())
+
+    best = minimize_scalar(nll, bounds=(np.log(0.01), np.log(100.0)), method="bounded")
+    return float(np.exp(best.x))
+
+
 class TemperatureScaledSVC:
     """A linear SVM whose scores become probabilities through one temperature fitted out of fold.
 
@@ -143,14 +155,7 @@ class TemperatureScaledSVC:
         self.classes_ = self.svm_.classes_
         logits = self._logits(held_scores)
         target = np.searchsorted(self.classes_, y_arr[held])
-        held_weights = weights[held]
-
-        def nll(log_t: float) -> float:
-            logp = log_softmax(logits / np.exp(log_t), axis=1)
-            return float(-(held_weights * logp[np.arange(len(target)), target]).sum() / held_weights.sum())
-
-        best = minimize_scalar(nll, bounds=(np.log(0.01), np.log(100.0)), method="bounded")
-        self.temperature_ = float(np.exp(best.x))
+        self.temperature_ = fit_temperature(logits, target, weights[held])
         self.shrink_ = 1.0 / (len(held) + 2)
         return self
 

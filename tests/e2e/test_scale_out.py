@@ -138,9 +138,13 @@ def scaled_out(
         wait_for(lambda: server.get("/health").status_code == 200, timeout=60, what="`lsal serve` /health")
         yield backend
     finally:
-        while backend.workers:
-            backend.stop_worker()
-        stop_process(process)
+        try:
+            while backend.workers:
+                backend.stop_worker()
+        finally:  # a failed test may leave a worker that will not deregister: the server still goes
+            for worker in backend.workers:
+                stop_process(worker)
+            stop_process(process)
 
 
 def _tasks(data: Dataset, labelled: int, unlabelled: int) -> list[dict]:
