@@ -45,6 +45,7 @@ from sklearn.model_selection import train_test_split
 
 from backend.cli import gunicorn_command
 from backend.datasets import load
+from backend.jobs.connection import stop_embedded_redis
 from backend.labeling.templates import render
 from backend.settings import Settings
 from backend.student import ModelStore, StudentModel
@@ -137,6 +138,7 @@ class Server:
     def __init__(self, data_dir: Path, model_dir: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.data_dir = data_dir
         settings = Settings(host="127.0.0.1", port=self.port, data_dir=data_dir, model_dir=model_dir)
         self.command = gunicorn_command(settings, workers=1)
         self.env = {
@@ -181,6 +183,8 @@ class Server:
                 self.process.kill()
                 self.process.wait()
         self._log.close()
+        # /predict of an encoder student keeps embeddings in the embedded Redis, which outlives gunicorn
+        stop_embedded_redis(self.data_dir / "redis")
 
     def log_tail(self, lines: int = 30) -> str:
         try:
