@@ -112,7 +112,11 @@ class TaskVectors:
     encoder: str
     pool: np.ndarray  # (n, dim), rows in pool order
     human: np.ndarray  # (m, dim), rows in the order of the human examples
-    lookup: ProjectEmbeddings
+    row_of: dict[int, np.ndarray]  # task id -> its row, for every task above
+
+    def of(self, task_ids: Sequence[int | None], _texts: Sequence[str]) -> np.ndarray:
+        """The rows of tasks this ranking has read already (the batch, the stop set): no second Redis read."""
+        return np.array([self.row_of[int(task)] for task in task_ids if task is not None], dtype=np.float32)
 
 
 def task_vectors(
@@ -128,8 +132,10 @@ def task_vectors(
         if done == total or done % 1024 < lookup.encoder.batch_size:
             ctx.progress(f"embedding {total} tasks: {done} done")
 
-    everything = lookup.of([*ids, *(e.task_id for e in human)], [*texts, *(e.text for e in human)], report)
-    return TaskVectors(model.encoder, everything[: len(ids)], everything[len(ids) :], lookup)
+    every_id = [*ids, *(e.task_id for e in human)]
+    everything = lookup.of(every_id, [*texts, *(e.text for e in human)], report)
+    return TaskVectors(model.encoder, everything[: len(ids)], everything[len(ids) :],
+                       dict(zip(every_id, everything, strict=True)))  # fmt: skip
 
 
 def label_value(labels: Sequence[str], multi_label: bool) -> str:
@@ -197,7 +203,7 @@ def run_ranking(project_id: int, ctx: JobContext, strategy_name: str, size: int)
     chosen = pre_labels([answers[task] for task in answered], calibrator, threshold, distribution)
     pre = dict(zip(answered, chosen, strict=True))
     tasks = [{"id": ids[i], "data": {spec.data_key: texts[i]}} for i in batch]
-    items = predict_tasks(tasks, spec, model, queue_version, pre, vectors.lookup.of if vectors is not None else None)
+    items = predict_tasks(tasks, spec, model, queue_version, pre, vectors.of if vectors is not None else None)
     predictions = [{"task": task["id"], **item} for task, item in zip(tasks, items, strict=True) if item]
     order = [p["task"] for p in sorted(predictions, key=lambda p: (p["score"], p["task"]))]
 
@@ -272,7 +278,7 @@ def _stopping(
     known = {e.task_id: e.text for e in human} | dict(zip(ids, texts, strict=True))
     fixed = [task for task in stop_set(ctx.conn, project_id, list(known)) if task in known]
     fixed_texts = [known[t] for t in fixed]
-    fixed_vectors = vectors.lookup.of(fixed, fixed_texts) if vectors is not None and fixed else None
+    fixed_vectors = vectors.of(fixed, fixed_texts) if vectors is not None and fixed else None
     predictions = model.predict(fixed_texts, fixed_vectors) if fixed else []
     stop_labels = [label_value(p.labels, spec.multi_label) for p in predictions]
     prequential = meta.get("prequential") or {}
