@@ -81,7 +81,12 @@ def worker(settings: Settings, burst: bool = False) -> int:
         # loaded once here and shared by every forked job (a load costs seconds); no forward pass runs here,
         # so no thread pool exists yet for a fork to inherit
         get_encoder(settings.student_encoder).load()
-    return run_worker(connect(settings), settings.queue_name, burst=burst, logging_level=settings.log_level.upper())
+    return run_worker(
+        connect(settings),
+        [settings.queue_name, settings.finetune_queue_name],
+        burst=burst,
+        logging_level=settings.log_level.upper(),
+    )
 
 
 def start_embedded_llm(settings: Settings, env: dict[str, str]) -> subprocess.Popen[bytes] | None:

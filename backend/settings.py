@@ -86,6 +86,13 @@ class Settings(BaseSettings):
     student_encoder: Literal["minilm", "none"] = Field(
         "minilm", description="sentence encoder whose embeddings join the student's TF-IDF features"
     )
+    student_finetune: Literal["auto", "never", "always"] = Field(
+        "auto",
+        description="fine-tune the encoder after the fast student (auto: from FINETUNE_MIN_LABELS to "
+        "FINETUNE_MAX_LABELS single-label labels, published only when it wins on held-out labels)",
+    )
+    finetune_min_labels: int = Field(200, ge=10, description="human labels before STUDENT_FINETUNE=auto fine-tunes")
+    finetune_max_labels: int = Field(2000, ge=10, description="human labels past which auto stops fine-tuning")
     train_job_timeout: int = 1800
     llm_job_timeout: int = Field(6 * 3600, description="seconds before a pre-annotation job is stopped")
     ls_page_size: int = 500
@@ -137,7 +144,22 @@ class Settings(BaseSettings):
                 check_available(self.student_encoder)
             except EncoderUnavailable as exc:
                 raise ValueError(str(exc)) from None
+        elif self.student_finetune == "always":
+            raise ValueError("STUDENT_FINETUNE=always fine-tunes the student's encoder, and STUDENT_ENCODER=none "
+                             "names none: set STUDENT_ENCODER=minilm")  # fmt: skip
         return self
+
+    @model_validator(mode="after")
+    def _finetune_range(self) -> Settings:
+        if self.finetune_min_labels > self.finetune_max_labels:
+            raise ValueError(f"FINETUNE_MIN_LABELS ({self.finetune_min_labels}) is above FINETUNE_MAX_LABELS "
+                             f"({self.finetune_max_labels})")  # fmt: skip
+        return self
+
+    @property
+    def finetune_queue_name(self) -> str:
+        """Fine-tuning jobs wait here: workers take them only when the main queue is empty."""
+        return f"{self.queue_name}-finetune"
 
     @model_validator(mode="after")
     def _strong_endpoint_names_its_model(self) -> Settings:

@@ -1,4 +1,4 @@
-"""Queueing jobs, coalesced per project and kind: training, and LLM pre-annotation."""
+"""Queueing jobs, coalesced per project and kind: training, fine-tuning, LLM pre-annotation and ranking."""
 
 from __future__ import annotations
 
@@ -15,15 +15,17 @@ from backend.settings import Settings
 TRAIN = "train"
 PREANNOTATE = "preannotate"
 RANK = "rank"
+FINETUNE = "finetune"
 JOB_FUNCTIONS = {
     TRAIN: "backend.jobs.training.train_project",
+    FINETUNE: "backend.jobs.finetune.finetune_project",
     PREANNOTATE: "backend.jobs.preannotate.preannotate_project",
     RANK: "backend.jobs.ranking.rank_project",
 }
 
 
 def job_timeout(settings: Settings, kind: str) -> int:
-    return settings.train_job_timeout if kind == TRAIN else settings.llm_job_timeout
+    return settings.train_job_timeout if kind in (TRAIN, FINETUNE) else settings.llm_job_timeout
 
 
 def coalescer_for(conn: redis.Redis, settings: Settings, kind: str = TRAIN) -> TrainingCoalescer:
@@ -36,6 +38,7 @@ class JobQueue:
         self.conn = conn
         self.settings = settings
         self.queue = Queue(settings.queue_name, connection=conn)
+        self.finetune_queue = Queue(settings.finetune_queue_name, connection=conn)
         self.coalescers = {kind: coalescer_for(conn, settings, kind) for kind in JOB_FUNCTIONS}
 
     def request(self, project_id: int, reason: str, kind: str = TRAIN) -> dict[str, Any]:
@@ -46,8 +49,9 @@ class JobQueue:
         if not decision.enqueue:
             return {"status": "coalesced", "job_id": decision.job_id}
         depends_on = Dependency(jobs=[decision.after], allow_failure=True) if decision.after else None
+        queue = self.finetune_queue if kind == FINETUNE else self.queue
         try:
-            self.queue.enqueue_call(
+            queue.enqueue_call(
                 JOB_FUNCTIONS[kind],
                 args=(int(project_id), reason),
                 job_id=job_id,
@@ -71,4 +75,5 @@ class JobQueue:
             "scheduled": self.queue.scheduled_job_registry.count,
             "finished": self.queue.finished_job_registry.count,
             "failed": self.queue.failed_job_registry.count,
+            "finetune_queued": self.finetune_queue.count,
         }

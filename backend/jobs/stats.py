@@ -15,6 +15,8 @@ _RUNS = {
     "preannotate": ("preannotation_runs", "llm_", ("annotated", "failed", "pushed", "skipped", "remaining",
                                                    "revision")),
     "rank": ("ranking_runs", "queue_", ("version", "strategy", "queued", "pool", "seconds")),
+    "finetune": ("finetune_runs", "finetune_", ("version", "after", "labels", "fit_seconds", "fast_accuracy",
+                                                 "finetuned_accuracy", "seconds")),
 }  # fmt: skip
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from backend.jobs import llm_answers
 from backend.jobs.embeddings import ProjectEmbeddings, project_embeddings
-from backend.jobs.queue import RANK, TRAIN, JobQueue
+from backend.jobs.queue import FINETUNE, RANK, TRAIN, JobQueue
 from backend.jobs.running import JobContext, run_project_job
 from backend.jobs.state import ProjectState
 from backend.labeling import Example, TaskSpec, parse_label_config, training_examples
@@ -22,6 +22,8 @@ from backend.llm.cascade import STRONG, STUDENT, stage_from_checks
 from backend.llm.checks import llm_checks
 from backend.settings import Settings
 from backend.student import ModelStore, StudentModel
+from backend.student.encoder import NO_ENCODER
+from backend.student.finetune import skip_reason
 from backend.student.store import RELIABILITY_PNG
 
 log = logging.getLogger(__name__)
@@ -181,6 +183,7 @@ def run_training(
         "classes": dict(counts),
         "fit_seconds": round(fit_seconds, 3),
         "encoder": encoder,
+        "multi_label": spec.multi_label,
         "llm_checks": checks["checks"] if checks else 0,
         "seconds": round(time.perf_counter() - started, 3),
     }
@@ -191,6 +194,16 @@ def request_ranking(conn: Any, settings: Settings, project_id: int, reason: str)
     if not ProjectState(conn).queue_enabled(project_id, settings.queue_enabled):
         return None
     return JobQueue(conn, settings).request(project_id, reason, RANK)
+
+
+def request_finetune(conn: Any, settings: Settings, project_id: int, result: Mapping[str, Any]) -> dict[str, Any]:
+    """Queue the background fine-tune of a training that published a fast student, when it is wanted."""
+    reason = "STUDENT_ENCODER=none" if settings.student_encoder == NO_ENCODER else skip_reason(
+        settings.student_finetune, bool(result.get("multi_label")), result["labelled"], settings.finetune_min_labels,
+        settings.finetune_max_labels)  # fmt: skip
+    if reason:
+        return {"status": "skipped", "message": reason}
+    return JobQueue(conn, settings).request(project_id, f"after {result['version']}", FINETUNE)
 
 
 def train_project(project_id: int, reason: str = "") -> dict[str, Any]:
@@ -206,6 +219,7 @@ def train_project(project_id: int, reason: str = "") -> dict[str, Any]:
         )  # fmt: skip
         if result["status"] == "trained":
             request_ranking(ctx.conn, ctx.settings, project_id, f"trained {result['version']}")
+            result["finetune"] = request_finetune(ctx.conn, ctx.settings, project_id, result)
         return result
 
     return run_project_job(TRAIN, project_id, work)

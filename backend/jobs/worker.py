@@ -19,6 +19,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -121,11 +122,13 @@ def wait_for_redis(conn: redis.Redis, stop: threading.Event, max_wait: float = R
     return False
 
 
-def run_worker(conn: redis.Redis, queue_name: str, burst: bool = False, logging_level: str = "INFO") -> int:
-    """Work until asked to stop; a worker loop that dies of a Redis outage is replaced once Redis returns."""
+def run_worker(conn: redis.Redis, queue_names: Sequence[str], burst: bool = False, logging_level: str = "INFO") -> int:
+    """Work until asked to stop; a worker loop that dies of a Redis outage is replaced once Redis returns.
+
+    `queue_names` in priority order: a job waits until the queues before its own are empty."""
     stop = threading.Event()
     while True:
-        worker = ResilientWorker([queue_name], connection=conn)
+        worker = ResilientWorker(list(queue_names), connection=conn)
         crashed: BaseException | None = None
         try:
             worker.work(burst=burst, with_scheduler=True, logging_level=logging_level)

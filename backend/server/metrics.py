@@ -115,6 +115,10 @@ class StateCollector:
         for status, count in stats.job_runs(self.backend.conn, "rank").items():
             rankings.add_metric([status], count)
         yield rankings
+        finetunes = CounterMetricFamily("lsal_finetune_runs", "Encoder fine-tunes by outcome", labels=["status"])
+        for status, count in stats.job_runs(self.backend.conn, "finetune").items():
+            finetunes.add_metric([status], count)
+        yield finetunes
         stop = GaugeMetricFamily("lsal_stop_signal", "Stopping rules: 1 when the rule says stop", labels=["project",
                                  "rule"])  # fmt: skip
         stop_value = GaugeMetricFamily("lsal_stop_signal_value", "Stopping rules: the measured value",

@@ -11,7 +11,10 @@ It is meant to run after the fast student is published, and to be published only
 - `should_stop()` is asked between batches: new labels arrived, or the job's time is running out. The
   fit then raises `FineTuneStopped` and leaves nothing behind.
 
-Single-label only; the fine-tuned weights travel with the model (float16, ~45 MB).
+Single-label only; the fine-tuned weights travel with the model (float16, ~45 MB). What is published is a
+`FineTunedStudent`: the fine-tuned model's probabilities for every task the project held, looked up by the
+task text's digest (so /predict stays a lookup: the network never runs on the request path), and the fast
+student it beat for texts that came later.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from __future__ import annotations
 import io
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -27,8 +31,11 @@ from scipy.special import softmax
 from scipy.stats import binomtest
 from sklearn.model_selection import train_test_split
 
-from backend.student.encoder import MINILM, SentenceEncoder
-from backend.student.model import fit_temperature
+from backend.student.encoder import MINILM, SentenceEncoder, text_digest
+from backend.student.model import LabelPrediction, StudentModel, decide, fit_temperature
+
+AUTO, NEVER, ALWAYS = "auto", "never", "always"
+MIN_LABELS_TO_SPLIT = 10  # below, the held-out fifth is too small to decide anything
 
 
 class FineTuneStopped(RuntimeError):
@@ -50,6 +57,31 @@ def wins(fast_right: Sequence[bool], tuned_right: Sequence[bool], margin: float 
     return binomtest(only_tuned, only_tuned + only_fast, 0.5, alternative="greater").pvalue < alpha
 
 
+def skip_reason(mode: str, multi_label: bool, labelled: int, min_labels: int, max_labels: int) -> str | None:
+    """Why a project is not fine-tuned now (STUDENT_FINETUNE `mode`), or None when it is."""
+    if mode == NEVER:
+        return "STUDENT_FINETUNE=never"
+    if multi_label:
+        return "fine-tuning is for single-label configs; multi-label projects keep the fast student"
+    least = MIN_LABELS_TO_SPLIT if mode == ALWAYS else max(min_labels, MIN_LABELS_TO_SPLIT)
+    if labelled < least:
+        return f"{labelled} human labels: fine-tuning starts at {least}" + (
+            " (FINETUNE_MIN_LABELS)" if mode == AUTO else ""
+        )
+    if mode == AUTO and labelled > max_labels:
+        return (f"{labelled} human labels: past FINETUNE_MAX_LABELS ({max_labels}) the fast student is close to "
+                "full supervision and a fine-tune would hold a worker for long")  # fmt: skip
+    return None
+
+
+def should_publish(mode: str, fast_right: Sequence[bool], tuned_right: Sequence[bool]) -> bool:
+    """auto: only a clear win (`wins`); always: unless it is less accurate than the fast student on the same
+    held-out labels."""
+    if mode == ALWAYS:
+        return bool(np.mean(tuned_right) >= np.mean(fast_right))
+    return wins(fast_right, tuned_right)
+
+
 class FineTunedEncoder:
     """Text classifier: the encoder's mean-pooled embedding into a linear head, all of it trained."""
 
@@ -58,6 +90,7 @@ class FineTunedEncoder:
         labels: Sequence[str],
         encoder: str = MINILM,
         epochs: int = 4,
+        min_steps: int = 60,
         batch_size: int = 16,
         learning_rate: float = 5e-5,
         max_length: int = 128,
@@ -69,6 +102,7 @@ class FineTunedEncoder:
         self.labels = tuple(labels)
         self.encoder = encoder
         self.epochs = epochs
+        self.min_steps = min_steps
         self.batch_size = batch_size
         self.learning_rate = learning_rate
         self.max_length = max_length
@@ -86,10 +120,17 @@ class FineTunedEncoder:
 
     def split(self, targets: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """The rows it trains on and the rows it holds out (stratified, seeded): the fast student's
-        comparison must use the same ones."""
-        rows = np.arange(len(targets))
-        train, held = train_test_split(rows, test_size=self.holdout, random_state=self.seed, stratify=list(targets))
-        return np.sort(train), np.sort(held)
+        comparison must use the same ones. A label seen once is trained on; where there are too few rows to
+        hold out every label, the split is not stratified."""
+        counts = Counter(targets)
+        alone = np.array([i for i, t in enumerate(targets) if counts[t] == 1], dtype=int)
+        rows = np.array([i for i, t in enumerate(targets) if counts[t] > 1], dtype=int)
+        strata = [targets[i] for i in rows]
+        try:
+            train, held = train_test_split(rows, test_size=self.holdout, random_state=self.seed, stratify=strata)
+        except ValueError:  # fewer held-out rows than labels
+            train, held = train_test_split(rows, test_size=self.holdout, random_state=self.seed)
+        return np.sort(np.concatenate([train, alone])).astype(int), np.sort(held).astype(int)
 
     def fit(
         self, texts: Sequence[str], targets: Sequence[str], should_stop: Callable[[], bool] = lambda: False
@@ -109,11 +150,13 @@ class FineTunedEncoder:
         torch.manual_seed(self.seed)
         network = self._new_network()
         optimizer = torch.optim.AdamW(network.parameters(), lr=self.learning_rate, weight_decay=0.01)
-        steps = self.epochs * math.ceil(len(self.train_rows_) / self.batch_size)
+        per_epoch = math.ceil(len(self.train_rows_) / self.batch_size)
+        epochs = max(self.epochs, math.ceil(self.min_steps / per_epoch))  # few labels: more passes over them
+        steps = epochs * per_epoch
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / max(1, steps)))
         rng = np.random.default_rng(self.seed)
         network.train()
-        for _ in range(self.epochs):
+        for _ in range(epochs):
             order = rng.permutation(self.train_rows_)
             for start in range(0, len(order), self.batch_size):
                 if should_stop():
@@ -200,3 +243,50 @@ class FineTunedEncoder:
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_network": None}  # the weights travel in _state
+
+
+class FineTunedStudent:
+    """The published fine-tuned model: its probabilities for the texts it was given, by digest, and the fast
+    student for any other text. Reads like a StudentModel (labels, encoder, predict_proba, predict)."""
+
+    multi_label = False
+
+    def __init__(self, fast: StudentModel, tuned: FineTunedEncoder, texts: Sequence[str], proba: np.ndarray) -> None:
+        if fast.multi_label:
+            raise ValueError("a fine-tuned student is single-label")
+        if len(texts) != len(proba):
+            raise ValueError(f"{len(texts)} texts but {len(proba)} rows of probabilities")
+        self.fast = fast
+        self.tuned = tuned
+        self.labels = fast.labels
+        self.encoder = fast.encoder
+        self.rows_ = {text_digest(t): np.asarray(row, np.float32) for t, row in zip(texts, proba, strict=True)}
+
+    def predict_proba(self, texts: Sequence[str], embeddings: np.ndarray | None = None) -> np.ndarray:
+        """Probabilities in `labels` order: the fine-tuned model's where it saw the text, else the fast
+        student's (`embeddings`, one row per text, are only read for those)."""
+        out = np.zeros((len(texts), len(self.labels)))
+        later: list[int] = []
+        for i, text in enumerate(texts):
+            row = self.rows_.get(text_digest(text))
+            if row is None:
+                later.append(i)
+            else:
+                out[i] = row
+        if later:
+            vectors = None if embeddings is None else np.asarray(embeddings)[later]
+            out[later] = self.fast.predict_proba([texts[i] for i in later], vectors)
+        return out
+
+    def predict(self, texts: Sequence[str], embeddings: np.ndarray | None = None) -> list[LabelPrediction]:
+        return [decide(row, self.labels, False) for row in self.predict_proba(texts, embeddings)]
+
+
+def batched_proba(
+    model: FineTunedEncoder, texts: Sequence[str], should_stop: Callable[[], bool] = lambda: False, batch: int = 64
+) -> Iterator[np.ndarray]:
+    """The model's probabilities, one batch at a time, stopping between batches when asked to."""
+    for start in range(0, len(texts), batch):
+        if should_stop():
+            raise FineTuneStopped("asked to stop")
+        yield model.predict_proba(texts[start : start + batch])
