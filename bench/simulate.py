@@ -10,10 +10,11 @@
 Each run: `--initial` random labels, then rounds of `--batch` labels (`--batch-large` past 200) chosen by
 the strategy from the unlabelled pool, the product's StudentModel refitted after each round and scored
 on a held-out test set (the official test split where the corpus has one, else `--test` items held out
-per seed). Strategies see what the ranking job gives them: student probabilities, SVD embeddings of the
-pool, a bootstrap committee. Reported per dataset and strategy, mean and spread over seeds: the learning
-curve, the labels needed to reach 95% of full supervision (the student on the whole pool), the area under
-the curve (mean accuracy over the label budget), and the median wall time of a query round.
+per seed). Strategies see what the ranking job gives them, built by the same code (backend/selection/pool.py):
+student probabilities, SVD embeddings of the pool, a bootstrap committee. Reported per dataset and strategy,
+mean and spread over seeds: the learning curve, the labels needed to reach 95% of full supervision (the
+student on the whole pool), the area under the curve (mean accuracy over the label budget), and the median
+wall time of a query round.
 
 With `--llm-seed N`, the LAUD cold start joins the loop: the embedded LLM (llama.cpp, `--llm-model`)
 labels a k-center-greedy seed of N pool items zero-shot, and every strategy also runs as
