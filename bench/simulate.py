@@ -10,10 +10,11 @@
 Each run: `--initial` random labels, then rounds of `--batch` labels (`--batch-large` past 200) chosen by
 the strategy from the unlabelled pool, the product's StudentModel refitted after each round and scored
 on a held-out test set (the official test split where the corpus has one, else `--test` items held out
-per seed). Strategies see what the ranking job gives them: student probabilities, SVD embeddings of the
-pool, a bootstrap committee. Reported per dataset and strategy, mean and spread over seeds: the learning
-curve, the labels needed to reach 95% of full supervision (the student on the whole pool), the area under
-the curve (mean accuracy over the label budget), and the median wall time of a query round.
+per seed). Strategies see what the ranking job gives them, built by the same code (backend/selection/pool.py):
+student probabilities, SVD embeddings of the pool, a bootstrap committee. Reported per dataset and strategy,
+mean and spread over seeds: the learning curve, the labels needed to reach 95% of full supervision (the
+student on the whole pool), the area under the curve (mean accuracy over the label budget), and the median
+wall time of a query round.
 
 With `--llm-seed N`, the LAUD cold start joins the loop: the embedded LLM (llama.cpp, `--llm-model`)
 labels a k-center-greedy seed of N pool items zero-shot, and every strategy also runs as
@@ -45,7 +46,9 @@ from typing import Any
 import numpy as np
 
 from backend.datasets import HAS_SPLIT, load
+from backend.labeling import Example, TaskSpec
 from backend.selection.embeddings import svd_embeddings
+from backend.selection.pool import TaskVectors, build_pool, predict_proba
 from backend.selection.strategies import Pool, QueryStrategy, make_strategy
 from backend.student import StudentModel
 from bench.spine import log, machine, write_outputs
@@ -66,6 +69,12 @@ class Split:
     test: list[str]
     test_labels: list[str]
     classes: list[str]
+
+    @property
+    def spec(self) -> TaskSpec:
+        """The corpus as a single-label project's task, whose labels the Pool's columns follow."""
+        return TaskSpec(from_name="label", to_name="text", data_key="text", labels=tuple(self.classes),
+                        multi_label=False)  # fmt: skip
 
 
 def split(name: str, seed: int, test_size: int, max_pool: int) -> Split:
@@ -93,20 +102,6 @@ def budgets(initial: int, batch: int, batch_large: int, budget: int) -> list[int
     out = [initial]
     while out[-1] < budget:
         out.append(min(budget, out[-1] + (batch if out[-1] < 200 else batch_large)))
-    return out
-
-
-def committee_probas(
-    classes: Sequence[str], texts: Sequence[str], labels: Sequence[str], pool: Sequence[str], members: int, seed: int,
-    encoder: str | None = None,
-) -> list[np.ndarray]:  # fmt: skip
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(members):
-        rows = rng.integers(0, len(texts), len(texts))
-        if len({labels[i] for i in rows}) >= 2:
-            member = StudentModel(classes, encoder=encoder).fit([texts[i] for i in rows], [(labels[i],) for i in rows])
-            out.append(member.predict_proba(pool))
     return out
 
 
@@ -238,6 +233,7 @@ def simulate(
     if review is not None:  # pre-labelled too, with no checks yet to open the gate: the first checks
         labelled = review.route(data.pool, data.pool_labels, labelled, [])
     accepted: Mapping[int, str] = review.accepted if review is not None else {}
+    sentences = _sentence_embeddings(encoder, data.pool)
     curve, round_seconds = [], []
     for next_step in [*steps[1:], None]:
         texts = [data.pool[i] for i in labelled]
@@ -254,14 +250,7 @@ def simulate(
             break
         started = time.perf_counter()
         rest = np.setdiff1d(np.arange(n), list(taken))
-        pool = Pool(proba=model.predict_proba([data.pool[i] for i in rest]))
-        if strategy.needs & {"embeddings", "labelled_embeddings"}:
-            if embeddings is None:
-                raise ValueError(f"{strategy.name} needs embeddings")
-            pool.embeddings, pool.labelled_embeddings = embeddings[rest], embeddings[sorted(taken)]
-        if "committee" in strategy.needs:
-            pool.committee = committee_probas(data.classes, texts, [data.pool_labels[i] for i in labelled],
-                                              [data.pool[i] for i in rest], 5, seed, encoder)  # fmt: skip
+        pool = query_pool(data, strategy, model, rest, labelled, sorted(taken), seed, embeddings, sentences)
         picked = [int(rest[i]) for i in strategy.rank(pool, next_step - len(labelled), rng)]
         round_seconds.append(time.perf_counter() - started)
         if review is None:
@@ -279,6 +268,38 @@ def simulate(
             picked = [int(rest[i]) for i in strategy.rank(pool, next_step - len(labelled), rng)] if len(rest) else []
     out = {"steps": list(steps[: len(curve)]), "accuracy": curve, "round_seconds": round_seconds}
     return out | ({"review": review.summary(data.pool_labels)} if review is not None else {})
+
+
+def query_pool(
+    data: Split,
+    strategy: QueryStrategy,
+    model: StudentModel,
+    rest: np.ndarray,
+    labelled: Sequence[int],
+    taken: Sequence[int],
+    seed: int,
+    embeddings: np.ndarray | None,
+    sentences: np.ndarray | None,
+) -> Pool:
+    """The Pool over the unlabelled items `rest`, as the rank job builds it (backend.selection.pool): the
+    committee fitted on the human labels (`labelled`), the diversity embeddings the run's own rows of the
+    pool items, the labelled ones those of everything `taken` (auto-accepted pre-labels too)."""
+    if strategy.needs & {"embeddings", "labelled_embeddings"} and embeddings is None:
+        raise ValueError(f"{strategy.name} needs embeddings")
+    texts = [data.pool[i] for i in rest]
+    human = [Example(int(i), data.pool[i], (data.pool_labels[i],)) for i in labelled]
+    vectors = None if sentences is None else TaskVectors(model.encoder, sentences[rest], sentences[list(labelled)])
+    given = None if embeddings is None else (embeddings[rest], embeddings[list(taken)])
+    proba = predict_proba(model, texts, None if vectors is None else vectors.pool)
+    return build_pool(strategy.needs, data.spec, proba, texts, human, vectors=vectors, embeddings=given,
+                      committee_seed=seed)  # fmt: skip
+
+
+def _sentence_embeddings(encoder: str | None, texts: Sequence[str]) -> np.ndarray | None:
+    """The student's sentence embeddings of every pool item (kept by the encoder's memory cache), if it has one."""
+    from backend.student.encoder import NO_ENCODER, embed_texts
+
+    return None if encoder in (None, NO_ENCODER) else embed_texts(encoder, texts)
 
 
 def llm_seed_labels(

@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -28,23 +28,18 @@ from backend.jobs.running import JobContext, read_project, run_project_job
 from backend.jobs.state import ProjectKeys, ProjectState
 from backend.labeling import Example, TaskSpec
 from backend.labeling.predictions import predict_tasks
-from backend.llm.annotator import StoredAnswer, pre_labels
+from backend.llm.annotator import pre_labels
 from backend.llm.checks import published_calibration, published_distribution_calibration
-from backend.selection.embeddings import svd_embeddings
+from backend.selection.pool import TaskVectors, build_pool, label_value, predict_proba
+from backend.selection.pool import bootstrap_committee as bootstrap_committee  # the rank job's committee, re-exported
 from backend.selection.stopping import Round, StoppingConfig, evaluate
-from backend.selection.strategies import (
-    Pool,
-    check_applies,
-    make_strategy,
-    predicted_set_probability,
-)
+from backend.selection.strategies import check_applies, make_strategy, predicted_set_probability
 from backend.settings import Settings
 from backend.student import StudentModel
 
 log = logging.getLogger(__name__)
 
 UNCERTAINTY_SAMPLING = "Uncertainty sampling"
-PREDICT_CHUNK = 5000  # tasks per predict_proba call: bounded memory on large pools
 STOP_SET_SIZE = 500
 FALLBACK = "margin"  # needs only the student's probabilities, which a ranking always has; any task shape
 QUEUE_OFF = (
@@ -71,54 +66,6 @@ def rounds(conn: Any, project_id: int) -> list[dict[str, Any]]:
     return [json.loads(r) for r in conn.lrange(_key(project_id, "rounds"), 0, -1)]
 
 
-def predict_proba(model: StudentModel, texts: Sequence[str], embeddings: np.ndarray | None = None) -> np.ndarray:
-    chunks = [slice(i, i + PREDICT_CHUNK) for i in range(0, len(texts), PREDICT_CHUNK)]
-    parts = [model.predict_proba(texts[c], None if embeddings is None else embeddings[c]) for c in chunks]
-    return np.vstack(parts) if parts else np.zeros((0, len(model.labels)))
-
-
-def bootstrap_committee(
-    spec: TaskSpec,
-    human: Sequence[Example],
-    texts: Sequence[str],
-    members: int = 5,
-    seed: int = 0,
-    vectors: TaskVectors | None = None,
-) -> list[np.ndarray]:
-    """Probabilities on `texts` from students fitted on bootstrap resamples of the human labels.
-
-    With `vectors`, the members use the student's encoder features, like the student they stand in for.
-    """
-    rng = np.random.default_rng(seed)
-    encoder = vectors.encoder if vectors is not None else None
-    out = []
-    for _ in range(members):
-        rows = rng.integers(0, len(human), len(human))
-        sample = [human[i] for i in rows]
-        if len({label_value(e.labels, spec.multi_label) for e in sample}) < 2:
-            continue  # one label set throughout: no label is seen both ways, so there is nothing to fit
-        member = StudentModel(spec.labels, multi_label=spec.multi_label, encoder=encoder).fit(
-            [e.text for e in sample], [e.labels for e in sample],
-            embeddings=vectors.human[rows] if vectors is not None else None,
-        )  # fmt: skip
-        out.append(predict_proba(member, texts, vectors.pool if vectors is not None else None))
-    return out
-
-
-@dataclass(frozen=True)
-class TaskVectors:
-    """The sentence embeddings of a ranking's tasks, under the student's encoder."""
-
-    encoder: str
-    pool: np.ndarray  # (n, dim), rows in pool order
-    human: np.ndarray  # (m, dim), rows in the order of the human examples
-    row_of: dict[int, np.ndarray]  # task id -> its row, for every task above
-
-    def of(self, task_ids: Sequence[int | None], _texts: Sequence[str]) -> np.ndarray:
-        """The rows of tasks this ranking has read already (the batch, the stop set): no second Redis read."""
-        return np.array([self.row_of[int(task)] for task in task_ids if task is not None], dtype=np.float32)
-
-
 def task_vectors(
     ctx: JobContext, project_id: int, model: StudentModel, ids: Sequence[int], texts: Sequence[str],
     human: Sequence[Example],
@@ -136,21 +83,6 @@ def task_vectors(
     everything = lookup.of(every_id, [*texts, *(e.text for e in human)], report)
     return TaskVectors(model.encoder, everything[: len(ids)], everything[len(ids) :],
                        dict(zip(every_id, everything, strict=True)))  # fmt: skip
-
-
-def label_value(labels: Sequence[str], multi_label: bool) -> str:
-    """A task's labels as one comparable value: the label, or for multi-label the whole set, canonically."""
-    return json.dumps(sorted(labels)) if multi_label else labels[0]
-
-
-def llm_distributions(answers: Mapping[int, StoredAnswer], ids: Sequence[int], labels: Sequence[str]) -> np.ndarray:
-    """(n, k) LLM label distributions, NaN rows where the LLM gave none."""
-    out = np.full((len(ids), len(labels)), np.nan)
-    for row, task in enumerate(ids):
-        answer = answers.get(task)
-        if answer is not None and answer.distribution:
-            out[row] = [answer.distribution.get(label, 0.0) for label in labels]
-    return out
 
 
 def stop_set(conn: Any, project_id: int, candidates: Sequence[int]) -> list[int]:
@@ -184,7 +116,7 @@ def run_ranking(project_id: int, ctx: JobContext, strategy_name: str, size: int)
     batch: list[int] = []
     fallback = None
     if pool:
-        features = _pool(strategy.needs, spec, human, texts, ids, proba, answers, vectors)
+        features = build_pool(strategy.needs, spec, proba, texts, human, vectors=vectors, answers=answers, ids=ids)
         try:
             check_applies(strategy, features)
         except ValueError as exc:  # a single-label-only strategy; a committee needs two classes
@@ -231,35 +163,6 @@ def run_ranking(project_id: int, ctx: JobContext, strategy_name: str, size: int)
         "stop": [s["name"] for s in signals if s["triggered"]],
         "seconds": round(time.perf_counter() - started, 3),
     }
-
-
-def _pool(
-    needs: frozenset[str],
-    spec: TaskSpec,
-    human: Sequence[Example],
-    texts: Sequence[str],
-    ids: Sequence[int],
-    proba: np.ndarray,
-    answers: Mapping[int, StoredAnswer],
-    vectors: TaskVectors | None = None,
-) -> Pool:
-    """What the strategy asks for, computed only when it asks (embeddings and committees are not free).
-
-    The diversity strategies' embeddings are the student's sentence embeddings where it has an encoder,
-    else TF-IDF reduced by truncated SVD.
-    """
-    pool = Pool(proba=proba, multi_label=spec.multi_label)
-    if needs & {"embeddings", "labelled_embeddings"}:
-        if vectors is not None:
-            pool.embeddings, pool.labelled_embeddings = vectors.pool, vectors.human
-        else:
-            embedded = svd_embeddings(list(texts) + [e.text for e in human])
-            pool.embeddings, pool.labelled_embeddings = embedded[: len(texts)], embedded[len(texts) :]
-    if "committee" in needs and len(human) >= 2:
-        pool.committee = bootstrap_committee(spec, human, texts, vectors=vectors)
-    if "llm_proba" in needs:
-        pool.llm_proba = llm_distributions(answers, ids, spec.labels)
-    return pool
 
 
 def _stopping(

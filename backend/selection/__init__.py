@@ -1,4 +1,4 @@
-"""Choosing which tasks to label: query strategies, embeddings, stopping rules. Pure: no I/O."""
+"""Choosing which tasks to label: query strategies, the Pool they rank, embeddings, stopping rules. Pure: no I/O."""
 
 from backend.selection.embeddings import svd_embeddings
 from backend.selection.stopping import Round, Signal, StoppingConfig, evaluate, should_stop
