@@ -38,8 +38,9 @@ from backend.labeling import parse_label_config
 from backend.llm.annotator import few_shot_prompts
 from backend.llm.cache import DiskCache
 from backend.llm.calibration import cross_calibrated, expected_calibration_error
-from backend.llm.client import LLMAnswer, LLMClient, LLMConfig
+from backend.llm.client import LLMAnswer, LLMClient
 from backend.llm.cost import DEFAULT_PRICES, Usage, dollars
+from backend.llm.factory import embedded_llm_client
 from backend.selection.diversity import k_center_greedy, text_features
 from backend.student import StudentModel
 from bench.llm_models import DEFAULT_VENV, LABELS, embedded_llm, label_config
@@ -252,14 +253,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         started = time.time()
         cache = DiskCache(CACHE / f"{args.model}.json")
         with embedded_llm(args.model, args.venv) as url:
-            base = {"base_url": url, "model": args.model, "formats": ("json_object",), "timeout": 120,
-                    "max_retries": 1}  # fmt: skip
             datasets = {}
             for name in args.datasets:
                 spec = parse_label_config(label_config(name))
                 pool, pool_gold, test, test_gold = split(name, args.pool, args.test)
-                c1 = LLMClient(LLMConfig(**base, concurrency=1), cache=cache)
-                c2 = LLMClient(LLMConfig(**base, concurrency=2))
+                c1 = embedded_llm_client(url, args.model, cache, timeout=120, max_retries=1, concurrency=1)
+                c2 = embedded_llm_client(url, args.model, timeout=120, max_retries=1, concurrency=2)
                 log(f"{name}: zero-shot on {args.n} items")
                 z = zero_shot(c1, c2, spec, pool[: args.n], pool_gold[: args.n], args.throughput_items)
                 cache.save()

@@ -45,7 +45,7 @@ from backend.llm.calibration import (
     expected_calibration_error,
     score_distributions,
 )
-from backend.llm.client import LLMClient, LLMConfig
+from backend.llm.factory import embedded_llm_client
 from backend.llm.routing import auto_accept_threshold
 from bench.llm_models import DEFAULT_VENV, LABELS, embedded_llm, label_config, sample
 from bench.spine import log, machine
@@ -67,11 +67,9 @@ def collect(model: str, venv: Path, datasets: Sequence[str], n: int, raw_path: P
     same = kept.get("model") == model and kept.get("reading", JSON_LOGPROBS) == reading
     raw: dict[str, Any] = kept if same else {"model": model, "reading": reading, "datasets": {}}
     with embedded_llm(model, venv) as url:
-        config = LLMConfig(base_url=url, model=model, formats=("json_object",), timeout=300.0, max_retries=1,
-                           concurrency=2)  # fmt: skip
         for dataset in datasets:
             cache = DiskCache(CACHE / f"calibration-{model}-{dataset}.json")
-            client = LLMClient(config, cache=cache)
+            client = embedded_llm_client(url, model, cache, timeout=300.0, max_retries=1, concurrency=2)
             spec = parse_label_config(label_config(dataset))
             texts, gold = sample(dataset, n)
             log(f"{model} {dataset}: labelling {len(texts)} items")

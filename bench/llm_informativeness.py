@@ -164,8 +164,8 @@ class Judge:
                 cache.reset_thread()
             started = time.perf_counter()
             try:  # the request LLMClient.judge sends (the same cache key), keeping the answer's tokens
-                completion, _ = self.client._complete(prompt.messages, None, self.client.config.temperature, 0,
-                                                      self.schema)  # fmt: skip
+                completion, _ = self.client.transport.complete(prompt.messages, self.client.config.temperature, 0,
+                                                               self.schema, self.client.config.max_tokens)  # fmt: skip
                 score, expected = parse_score(completion.text), expected_score(completion.tokens)
                 usage = Usage(completion.prompt_tokens, completion.completion_tokens, 1)
             except Exception as exc:  # as judge: a failed judgement is no score
@@ -445,15 +445,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = json.loads(out.with_suffix(".json").read_text())
         result["summary"] = summary(result["rounds"])
     else:
-        from backend.llm.client import LLMClient, LLMConfig
+        from backend.llm.factory import embedded_llm_client
         from bench.llm_models import CountingCache, embedded_llm
 
         started = time.time()
         cache = CountingCache(RESULTS / "cache" / f"{args.llm_model}.judge.json")  # apart from bench.simulate's
         with embedded_llm(args.llm_model) as url:
-            config = LLMConfig(base_url=url, model=args.llm_model, formats=("json_object",), timeout=120,
-                               max_retries=1, concurrency=args.concurrency)  # fmt: skip
-            rounds = run(args, LLMClient(config, cache=cache))
+            client = embedded_llm_client(url, args.llm_model, cache, timeout=120, max_retries=1,
+                                         concurrency=args.concurrency)  # fmt: skip
+            rounds = run(args, client)
         result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "minutes": (time.time() - started) / 60,
                   "machine": machine() | {"loadavg_at_end": os.getloadavg()}, "args": vars(args),
                   "summary": summary(rounds), "rounds": rounds}  # fmt: skip

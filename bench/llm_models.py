@@ -39,10 +39,12 @@ from backend.labeling import parse_label_config
 from backend.labeling.templates import render
 from backend.llm.cache import DiskCache
 from backend.llm.calibration import expected_calibration_error, reliability
-from backend.llm.client import Completion, LLMAnswer, LLMClient, LLMConfig
+from backend.llm.client import LLMAnswer, LLMClient
 from backend.llm.cost import Usage
+from backend.llm.factory import embedded_llm_client
 from backend.llm.local import LOCAL_MODELS, start_local_server, stop_local_server
 from backend.llm.prompts import build_prompt
+from backend.llm.transport import Completion
 from bench.spine import log, machine, write_outputs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -195,9 +197,8 @@ def bench_model(
             config = label_config(dataset)
             spec = parse_label_config(config)
             texts, gold = sample(dataset, n)
-            base = {"base_url": f"http://127.0.0.1:{port}/v1", "model": name, "formats": ("json_object",),
-                    "timeout": 300.0, "max_retries": 1}  # fmt: skip
-            warm = LLMClient(LLMConfig(**base, concurrency=1))
+            url = f"http://127.0.0.1:{port}/v1"
+            warm = embedded_llm_client(url, name, timeout=300.0, max_retries=1, concurrency=1)
             for text in texts[-2:]:  # warm-up (the last two: not among the throughput items)
                 warm.annotate(spec, build_prompt(spec, text))
             answers, seconds = timed_run(warm, config, texts, f"{name} {dataset} concurrency 1")
@@ -205,7 +206,7 @@ def bench_model(
             row["items_per_s_c1"] = len(texts) / seconds
             row["startup_s"] = startup
             m = min(throughput_items, len(texts)) if throughput_items > 0 else len(texts)
-            twice = LLMClient(LLMConfig(**base, concurrency=2))
+            twice = embedded_llm_client(url, name, timeout=300.0, max_retries=1, concurrency=2)
             again, seconds2 = timed_run(twice, config, texts[:m], f"{name} {dataset} concurrency 2")
             row["items_per_s_c2"] = m / seconds2
             row["throughput_items_c2"] = m

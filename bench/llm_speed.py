@@ -26,7 +26,7 @@ from pathlib import Path
 
 from backend.datasets import load
 from backend.labeling import Example, parse_label_config
-from backend.llm.client import LLMClient, LLMConfig
+from backend.llm.factory import embedded_llm_client
 from backend.llm.local import start_local_server, stop_local_server
 from backend.llm.prompts import Prompt, build_prompt
 
@@ -97,14 +97,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         server = start_local_server(venv, args.model, port, Path(tmp) / "llama.log", timeout=120)
         try:
-            base = {"base_url": f"http://127.0.0.1:{port}/v1", "model": args.model, "formats": ("json_object",),
-                    "timeout": 120, "max_retries": 0}  # fmt: skip
-            LLMClient(LLMConfig(**base)).annotate(spec, layouts["scored, prefix first"][0])  # warm up
+            url = f"http://127.0.0.1:{port}/v1"
+            warm = embedded_llm_client(url, args.model, timeout=120, max_retries=0)
+            warm.annotate(spec, layouts["scored, prefix first"][0])  # warm up
             for concurrency in (1, 2):
                 for name, prompts in layouts.items():
                     load_before = os.getloadavg()[0]  # the machine is shared: each row says what it ran beside
                     started = time.monotonic()
-                    answers = LLMClient(LLMConfig(**base, concurrency=concurrency)).annotate_many(spec, prompts)
+                    client = embedded_llm_client(url, args.model, timeout=120, max_retries=0, concurrency=concurrency)
+                    answers = client.annotate_many(spec, prompts)
                     seconds = time.monotonic() - started
                     rows.append({"layout": name, "concurrency": concurrency, "load_at_start": load_before,
                                  **measures(answers, gold, seconds)})  # fmt: skip

@@ -610,15 +610,14 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 def run_with_llm(args: argparse.Namespace) -> dict[str, Any]:
     """`run` with the embedded LLM server up and its answers cached on disk."""
-    from backend.llm.client import LLMClient, LLMConfig
+    from backend.llm.factory import embedded_llm_client
     from bench.llm_models import CountingCache, embedded_llm
 
     cache = CountingCache(RESULTS / "cache" / f"{args.llm_model}.json")
     try:
         with embedded_llm(args.llm_model) as url:
-            config = LLMConfig(base_url=url, model=args.llm_model, formats=("json_object",), timeout=120,
-                               max_retries=1, concurrency=2)  # fmt: skip
-            return run(args, LLMClient(config, cache=cache))
+            client = embedded_llm_client(url, args.llm_model, cache, timeout=120, max_retries=1, concurrency=2)
+            return run(args, client)
     finally:
         cache.save()
 

@@ -31,8 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from backend.labeling import Example, TaskSpec, parse_label_config
-from backend.llm.client import LLMAnswer, LLMClient, LLMConfig
+from backend.llm.client import LLMAnswer, LLMClient
 from backend.llm.cost import DEFAULT_PRICES, FREE, Usage, dollars
+from backend.llm.factory import embedded_llm_client
 from backend.llm.prompts import Prompt, unfenced
 from backend.student import StudentModel
 from backend.synthetic.generate import GenerateOptions, generate, plan_generation
@@ -239,9 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 runs.append(run_seed(None, spec, args.dataset, seed, args))
         else:
             with embedded_llm(args.model, args.venv) as url:
-                config = LLMConfig(base_url=url, model=args.model, formats=("json_object",), timeout=600,
-                                   max_retries=1, concurrency=1)  # fmt: skip
-                client = LLMClient(config, cache=cache)
+                client = embedded_llm_client(url, args.model, cache, timeout=600, max_retries=1, concurrency=1)
                 runs = []
                 for seed in range(args.seeds):
                     log(f"seed {seed}")

@@ -131,15 +131,14 @@ def import_(args: argparse.Namespace, settings: Settings) -> int:
 
 def generate(args: argparse.Namespace, settings: Settings) -> int:
     from backend.llm.cache import DiskCache
-    from backend.llm.client import LLMClient, LLMConfig
-    from backend.llm.cost import parse_prices, price_for
+    from backend.llm.factory import llm_client
     from backend.synthetic.generate import GenerateOptions, generate, plan_generation
     from sdk_scripts.importing import keys_of
 
-    model = args.model or settings.llm_model
-    local = args.llm_url is None and settings.llm_is_local  # the embedded model: $0 a token
+    settings = _generator_settings(settings, args.llm_url, args.model)
+    model = settings.llm_model
     try:
-        price = price_for(model, parse_prices(settings.llm_prices), local=local)
+        price = settings.llm_price()  # the embedded model: $0 a token
     except KeyError as exc:
         raise UsageError(exc.args[0]) from exc
     ls = _ls(settings)
@@ -154,17 +153,15 @@ def generate(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     _say(plan.lines())
-    url = args.llm_url or settings.llm_url
     if args.dry_run:
         print("dry run: nothing was asked of the LLM and nothing was created")
         return 0
-    if not url:
+    cache = DiskCache(settings.data_dir / "llm-cache" / f"generate-{model.replace('/', '_')}.json")
+    # run by hand, not a job: no job wait budget
+    client = llm_client(settings, cache=cache, wait_budget=None)
+    if client is None:
         raise UsageError("no LLM endpoint: set LLM_BASE_URL (or pass --llm-url) to an OpenAI-compatible server, "
                          "e.g. the one `make run` starts at http://127.0.0.1:9091/v1")  # fmt: skip
-    cache = DiskCache(settings.data_dir / "llm-cache" / f"generate-{model.replace('/', '_')}.json")
-    formats = ("json_object",) if local else ("json_schema", "json_object")
-    client = LLMClient(LLMConfig(base_url=url, model=model, api_key=settings.llm_api_key,
-                                 timeout=settings.llm_timeout, formats=formats), cache=cache)  # fmt: skip
     texts = [t for task in tasks if (t := spec.text_of(task["data"]))]
     bar = tqdm(total=len(plan.calls), desc="generating", unit=" requests", disable=args.quiet)
 
@@ -183,6 +180,17 @@ def generate(args: argparse.Namespace, settings: Settings) -> int:
         cache.save()
     _say(report.lines())
     return 0
+
+
+def _generator_settings(settings: Settings, llm_url: str | None, model: str | None) -> Settings:
+    """The settings with --llm-url and --model in place of LLM_BASE_URL and LLM_MODEL. LLM_ENABLED is left
+    out: it switches the server's pre-annotation, not a generation asked for by hand."""
+    update: dict[str, Any] = {"llm_enabled": True}
+    if llm_url:
+        update["llm_base_url"] = llm_url
+    if model:
+        update["llm_model"] = model
+    return settings.model_copy(update=update)
 
 
 # -- status and export -------------------------------------------------------------------------

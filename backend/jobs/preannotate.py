@@ -29,7 +29,6 @@ from backend.jobs.state import ProjectState
 from backend.labeling import TaskSpec
 from backend.llm.annotator import PreLabel, StoredAnswer, few_shot_prompts, pre_label, pre_labels, prediction_item
 from backend.llm.bias import DistributionCalibration
-from backend.llm.cache import RedisCache
 from backend.llm.calibration import Calibrator
 from backend.llm.cascade import (
     ACCEPT,
@@ -45,40 +44,14 @@ from backend.llm.cascade import (
     stage_with,
 )
 from backend.llm.checks import prior_only, published_calibration, published_distribution_calibration
-from backend.llm.client import LLMAnswer, LLMClient, LLMConfig
+from backend.llm.client import LLMAnswer, LLMClient
 from backend.llm.cost import FREE, Budget, BudgetExceeded, Price, Usage, dollars
-from backend.llm.prompts import FORMAT_STYLES, Prompt
+from backend.llm.factory import llm_client
+from backend.llm.prompts import Prompt
 from backend.llm.routing import AUTO_ACCEPT
 from backend.selection.diversity import k_center_greedy, text_features
-from backend.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-def llm_client(settings: Settings, conn: Any) -> LLMClient | None:
-    """The configured endpoint with the Redis cache; None when the LLM is off or not running."""
-    if not settings.llm_enabled or settings.llm_url is None:
-        return None
-    # llama-cpp-python's server takes a schema only in its own json_object shape
-    formats = ("json_object",) if settings.llm_is_local else FORMAT_STYLES
-    return _client(settings, conn, settings.llm_url, settings.llm_model, settings.llm_api_key, formats)
-
-
-def strong_llm_client(settings: Settings, conn: Any) -> LLMClient | None:
-    """The cascade's strong endpoint (LLM_STRONG_BASE_URL) with the Redis cache; None when not configured."""
-    if not settings.llm_enabled or settings.llm_strong_base_url is None or settings.llm_strong_model is None:
-        return None
-    return _client(settings, conn, settings.llm_strong_base_url, settings.llm_strong_model,
-                   settings.llm_strong_api_key)  # fmt: skip
-
-
-def _client(
-    settings: Settings, conn: Any, base_url: str, model: str, api_key: str, formats: tuple[str, ...] = FORMAT_STYLES
-) -> LLMClient:
-    config = LLMConfig(base_url=base_url, model=model, api_key=api_key, timeout=settings.llm_timeout,
-                       wait_budget=settings.llm_job_wait_seconds, concurrency=settings.llm_concurrency,
-                       formats=formats)  # fmt: skip
-    return LLMClient(config, cache=RedisCache(conn))
 
 
 @dataclass
@@ -380,7 +353,7 @@ def preannotate_project(project_id: int, reason: str = "") -> dict[str, Any]:
         # with the queue on, it owns the project's model version: it re-ranks with the new pre-labels
         queue_on = ProjectState(ctx.conn).queue_enabled(project_id, ctx.settings.queue_enabled)
         rerank = (lambda _version: queue.request(project_id, "pre-annotated", RANK)) if queue_on else None
-        strong_client = strong_llm_client(ctx.settings, ctx.conn)
+        strong_client = llm_client(ctx.settings, ctx.conn, "strong")
         strong = (strong_client, ctx.settings.llm_strong_price()) if strong_client else None
         return run_preannotation(
             project_id, ctx, client, price, lambda: queue.request(project_id, "llm seed", TRAIN), rerank, strong

@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from backend.labeling import Example, TaskSpec
-from backend.llm.client import CircuitOpen, LLMClient
+from backend.llm.client import LLMClient
 from backend.llm.cost import Price, Usage, dollars
 from backend.llm.prompts import Prompt, build_prompt, generation_prompt
+from backend.llm.transport import CircuitOpen
 from backend.synthetic.assess import weakest
 from backend.synthetic.filters import Filtered, Rejected, consistent, filter_texts
 from backend.synthetic.provenance import Provenance, batch_id, content_hash, synthetic_task, text_key
