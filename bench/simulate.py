@@ -266,7 +266,8 @@ def simulate(
             if pool.labelled_embeddings is not None and embeddings is not None:
                 pool.labelled_embeddings = embeddings[sorted(set(labelled) | set(accepted))]
             picked = [int(rest[i]) for i in strategy.rank(pool, next_step - len(labelled), rng)] if len(rest) else []
-    out = {"steps": list(steps[: len(curve)]), "accuracy": curve, "round_seconds": round_seconds}
+    out = {"steps": list(steps[: len(curve)]), "accuracy": curve, "round_seconds": round_seconds,
+           "labelled": [int(i) for i in labelled]}  # fmt: skip
     return out | ({"review": review.summary(data.pool_labels)} if review is not None else {})
 
 
