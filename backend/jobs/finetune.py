@@ -92,19 +92,52 @@ def score_tasks(
     return np.vstack(parts) if parts else np.zeros((0, len(tuned.labels)))
 
 
+def compare(stored: Any, human: Sequence[Example], tuned: FineTunedEncoder, mode: str,
+            embeddings: ProjectEmbeddings | None, progress: Callable[[str], None]) -> dict[str, Any]:  # fmt: skip
+    """Both students judged on the fine-tune's held-out fifth, and whether the fine-tuned one is published."""
+    vectors = embeddings_of(embeddings, human, progress) if stored.model.encoder else None
+    fast_right = fast_student_right(stored.model, human, vectors, tuned)
+    return {
+        "labels": len(human), "held_out": len(fast_right), "fit_seconds": round(tuned.fit_seconds_, 1),
+        "fast_accuracy": round(float(np.mean(fast_right)), 4),
+        "finetuned_accuracy": round(tuned.holdout_accuracy_, 4), "temperature": round(tuned.temperature_, 4),
+        "published": should_publish(mode, fast_right, tuned.holdout_right_),
+    }  # fmt: skip
+
+
+def publish(ctx: JobContext, project_id: int, stored: Any, model: FineTunedStudent, comparison: dict[str, Any],
+            stop: StopCheck) -> dict[str, Any]:  # fmt: skip
+    """Save the fine-tuned student as the next version, under the training lock: a training that published
+    meanwhile wins, and saves never interleave."""
+    after = stored.version
+    meta = {k: v for k, v in stored.meta.items() if k not in META_NOT_COPIED}
+    meta |= {"reason": f"fine-tuned after {after}", "student": "finetuned", "finetune": comparison,
+             "fit_seconds": comparison["fit_seconds"]}  # fmt: skip
+    try:
+        with project_lock(ctx.conn, ProjectKeys(project_id).job_lock(TRAIN), f"finetune-{uuid.uuid4().hex}",
+                          PUBLISH_LOCK_SECONDS):  # fmt: skip
+            if stop():
+                return {"status": "superseded", "after": after, "message": stop.reason}
+            version = ctx.store.save(project_id, model, meta=meta)
+    except LockError:
+        return {"status": "superseded", "after": after, "message": "a training is running"}
+    log.info("project %s: published fine-tuned %s after %s: %s", project_id, version, after, comparison)
+    request_ranking(ctx.conn, ctx.settings, project_id, f"fine-tuned {version}")
+    return {"status": "published", "version": version, "after": after, **comparison}
+
+
 def run_finetune(project_id: int, ctx: JobContext, embeddings: ProjectEmbeddings | None) -> dict[str, Any]:
     """Fine-tune on the labels the current version was trained on; publish only when it wins.
 
     The current version, not the one whose training queued this job: a request that joins a pending
     fine-tune must be served by it with the newest labels."""
-    settings, store = ctx.settings, ctx.store
-    started = time.monotonic()
-    after = store.latest_version(project_id)
-    stored = store.load(project_id, after) if after else None
-    if after is None or stored is None or not isinstance(stored.model, StudentModel):
+    settings, started = ctx.settings, time.monotonic()
+    after = ctx.store.latest_version(project_id)
+    stored = ctx.store.load(project_id, after) if after else None
+    if stored is None or not isinstance(stored.model, StudentModel):
         return {"status": "skipped", "after": after, "message": f"{after or 'no version'} is not a fast student"}
     timeout = job_timeout(settings, FINETUNE)
-    stop = StopCheck(ctx, project_id, after, started + FIT_SHARE * timeout)
+    stop = StopCheck(ctx, project_id, stored.version, started + FIT_SHARE * timeout)
     project = read_project(ctx.ls, project_id)
     human = project.human
     if sorted(e.task_id for e in human) != sorted(stored.meta.get("task_ids") or ()):
@@ -113,43 +146,21 @@ def run_finetune(project_id: int, ctx: JobContext, embeddings: ProjectEmbeddings
                          settings.finetune_min_labels, settings.finetune_max_labels)  # fmt: skip
     if reason:
         return {"status": "skipped", "after": after, "message": reason}
-    progress = ctx.progress
-    progress(f"fine-tuning {stored.model.encoder or 'the encoder'} on {len(human)} labels")
+    ctx.progress(f"fine-tuning {stored.model.encoder or 'the encoder'} on {len(human)} labels")
     tuned = FineTunedEncoder(project.spec.labels)
     try:
         tuned.fit([e.text for e in human], [e.labels[0] for e in human], stop)
-        vectors = embeddings_of(embeddings, human, progress) if stored.model.encoder else None
-        fast_right = fast_student_right(stored.model, human, vectors, tuned)
-        comparison = {
-            "labels": len(human), "held_out": len(fast_right), "fit_seconds": round(tuned.fit_seconds_, 1),
-            "fast_accuracy": round(float(np.mean(fast_right)), 4),
-            "finetuned_accuracy": round(tuned.holdout_accuracy_, 4),
-            "temperature": round(tuned.temperature_, 4),
-            "published": should_publish(settings.student_finetune, fast_right, tuned.holdout_right_),
-        }  # fmt: skip
+        comparison = compare(stored, human, tuned, settings.student_finetune, embeddings, ctx.progress)
         if not comparison["published"]:
             log.info("project %s: the fine-tune after %s did not win: %s", project_id, after, comparison)
             return {"status": "kept_fast", "after": after, **comparison}
         stop.deadline = started + 0.95 * timeout
         texts = [e.text for e in human] + [text for _, text in project.pool]
-        proba = score_tasks(tuned, texts, stop, progress)
+        proba = score_tasks(tuned, texts, stop, ctx.progress)
     except FineTuneStopped:
         return {"status": "stopped", "after": after, "message": stop.reason}
-    meta = {k: v for k, v in stored.meta.items() if k not in META_NOT_COPIED}
-    meta |= {"reason": f"fine-tuned after {after}", "student": "finetuned", "finetune": comparison,
-             "fit_seconds": comparison["fit_seconds"]}  # fmt: skip
-    try:  # saves are serialized per project by the training lock; a training that published first wins
-        with project_lock(ctx.conn, ProjectKeys(project_id).job_lock(TRAIN), f"finetune-{uuid.uuid4().hex}",
-                          PUBLISH_LOCK_SECONDS):  # fmt: skip
-            if stop():
-                return {"status": "superseded", "after": after, "message": stop.reason}
-            version = store.save(project_id, FineTunedStudent(stored.model, tuned, texts, proba), meta=meta)
-    except LockError:
-        return {"status": "superseded", "after": after, "message": "a training is running"}
-    log.info("project %s: published fine-tuned %s after %s: %s", project_id, version, after, comparison)
-    request_ranking(ctx.conn, settings, project_id, f"fine-tuned {version}")
-    return {"status": "published", "version": version, "after": after, **comparison,
-            "seconds": round(time.monotonic() - started, 1)}  # fmt: skip
+    result = publish(ctx, project_id, stored, FineTunedStudent(stored.model, texts, proba), comparison, stop)
+    return result | {"seconds": round(time.monotonic() - started, 1)}
 
 
 def finetune_project(project_id: int, reason: str = "") -> dict[str, Any]:

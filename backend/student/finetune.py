@@ -11,7 +11,7 @@ It is meant to run after the fast student is published, and to be published only
 - `should_stop()` is asked between batches: new labels arrived, or the job's time is running out. The
   fit then raises `FineTuneStopped` and leaves nothing behind.
 
-Single-label only; the fine-tuned weights travel with the model (float16, ~45 MB). What is published is a
+Single-label only; a FineTunedEncoder pickles with its weights (float16, ~45 MB). What is published is a
 `FineTunedStudent`: the fine-tuned model's probabilities for every task the project held, looked up by the
 task text's digest (so /predict stays a lookup: the network never runs on the request path), and the fast
 student it beat for texts that came later.
@@ -251,13 +251,12 @@ class FineTunedStudent:
 
     multi_label = False
 
-    def __init__(self, fast: StudentModel, tuned: FineTunedEncoder, texts: Sequence[str], proba: np.ndarray) -> None:
+    def __init__(self, fast: StudentModel, texts: Sequence[str], proba: np.ndarray) -> None:
         if fast.multi_label:
             raise ValueError("a fine-tuned student is single-label")
         if len(texts) != len(proba):
             raise ValueError(f"{len(texts)} texts but {len(proba)} rows of probabilities")
-        self.fast = fast
-        self.tuned = tuned
+        self.fast = fast  # the fine-tuned weights are not kept: 45 MB per serving process, and nothing runs them
         self.labels = fast.labels
         self.encoder = fast.encoder
         self.rows_ = {text_digest(t): np.asarray(row, np.float32) for t, row in zip(texts, proba, strict=True)}

@@ -107,7 +107,7 @@ def test_the_published_student_looks_its_tasks_up_and_asks_the_fast_one_for_the_
     seen = ["a good thing", "a bad thing", NEGATIVE[0]]
     tuned = ScriptedTuned()
     proba = np.vstack(list(batched_proba(tuned, seen, batch=2)))  # type: ignore[arg-type]
-    student = FineTunedStudent(fast, tuned, seen, proba)  # type: ignore[arg-type]
+    student = FineTunedStudent(fast, seen, proba)
     texts = [NEGATIVE[0], "a good thing", "never seen before", "a bad thing"]
     out = student.predict_proba(texts)
     assert np.allclose(out[[0, 1, 3]], [[0.2, 0.8], [0.9, 0.1], [0.2, 0.8]])  # the tuned model's, not the fast one's
@@ -119,4 +119,4 @@ def test_the_published_student_looks_its_tasks_up_and_asks_the_fast_one_for_the_
     with pytest.raises(FineTuneStopped):
         list(batched_proba(tuned, seen, lambda: next(asked), batch=2))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="3 texts but 2 rows"):
-        FineTunedStudent(fast, tuned, seen, proba[:2])  # type: ignore[arg-type]
+        FineTunedStudent(fast, seen, proba[:2])
