@@ -35,10 +35,14 @@ export LSAL_LLM_VENV := $(abspath $(LLM_VENV))
 LLM_OFF := $(filter 0 false no off,$(shell echo '$(LLM_ENABLED)' | tr A-Z a-z))
 RUN_NEEDS_LLM := $(if $(or $(LLM_OFF),$(strip $(LLM_BASE_URL))),,$(LLM_MARKER))
 
-run: $(BIN)/.installed $(RUN_NEEDS_LLM)
+# What is missing is installed side by side (a sub-make with -j): on a fresh machine llama.cpp's compile
+# overlaps the other installs instead of following them.
+run:
+	@$(MAKE) --no-print-directory -j4 $(BIN)/.installed $(RUN_NEEDS_LLM)
 	$(BIN)/lsal run
 
-test: $(BIN)/.installed $(LS_VENV)/.installed $(DATASETS_MARKER) $(LLM_MARKER)
+test:
+	@$(MAKE) --no-print-directory -j4 $(BIN)/.installed $(LS_VENV)/.installed $(DATASETS_MARKER) $(LLM_MARKER)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
