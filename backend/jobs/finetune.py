@@ -3,8 +3,10 @@ labels in the background, and publish the result as the next version only when i
 on held-out labels (backend/student/finetune.py holds the model and the rules).
 
 It waits on a queue of its own, which workers take only when the main queue is empty, and it stops between
-batches when the project's next training is queued or published (the next fine-tune takes over), or when
-its share of TRAIN_JOB_TIMEOUT is spent; a stopped or losing fine-tune leaves the fast student in place.
+batches when the project's next training is queued or published (the next fine-tune takes over), when its
+share of TRAIN_JOB_TIMEOUT is spent, or when a job has waited on the main queue for YIELD_AFTER seconds
+with no worker to take it (it is then queued again, behind that job); a stopped or losing fine-tune
+leaves the fast student in place.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from typing import Any
 import numpy as np
 import redis
 from redis.exceptions import LockError
+from rq import Queue
 
 from backend.jobs.embeddings import ProjectEmbeddings, project_embeddings
-from backend.jobs.queue import FINETUNE, TRAIN, coalescer_for, job_timeout
+from backend.jobs.queue import FINETUNE, TRAIN, JobQueue, coalescer_for, job_timeout
 from backend.jobs.running import JobContext, project_lock, read_project, run_project_job
 from backend.jobs.state import ProjectKeys
 from backend.jobs.training import embeddings_of, request_ranking
@@ -42,12 +45,18 @@ PUBLISH_LOCK_SECONDS = 120  # how long publishing waits for a running training (
 META_NOT_COPIED = ("version", "project_id", "saved_at")  # the store writes these for the new version
 
 
+YIELD_AFTER = 10.0  # seconds a job may wait on the main queue, with no worker taking it, before a fine-tune yields
+YIELDED = "another job has waited for a worker: the fine-tune yields and is queued again behind it"
+
+
 class StopCheck:
     """Whether the fine-tune should stop now, and why: asked between batches, so it must be cheap."""
 
     def __init__(self, ctx: JobContext, project_id: int, base: str, deadline: float) -> None:
         self.ctx, self.project_id, self.base, self.deadline = ctx, project_id, base, deadline
         self.reason: str | None = None
+        self.queue = Queue(ctx.settings.queue_name, connection=ctx.conn)
+        self.waiting_since: float | None = None
 
     def __call__(self) -> bool:
         self.reason = self._reason()
@@ -61,9 +70,19 @@ class StopCheck:
             return f"{latest} was published meanwhile"
         try:
             pending = coalescer_for(self.ctx.conn, self.ctx.settings, TRAIN).state(self.project_id)["pending"]
+            waiting = self.queue.count > 0
         except redis.RedisError:  # an outage is no reason to throw the work away
             return None
-        return "new labels arrived: a training is queued" if pending else None
+        if pending:
+            return "new labels arrived: a training is queued"
+        return YIELDED if self._waited_too_long(waiting) else None
+
+    def _waited_too_long(self, waiting: bool) -> bool:
+        """A job on the main queue that no worker has taken for YIELD_AFTER seconds (a job that another,
+        idle worker takes at once is no reason to yield)."""
+        now = time.monotonic()
+        self.waiting_since = (self.waiting_since or now) if waiting else None
+        return self.waiting_since is not None and now - self.waiting_since >= YIELD_AFTER
 
 
 def fast_student_right(
@@ -158,6 +177,8 @@ def run_finetune(project_id: int, ctx: JobContext, embeddings: ProjectEmbeddings
         texts = [e.text for e in human] + [text for _, text in project.pool]
         proba = score_tasks(tuned, texts, stop, ctx.progress)
     except FineTuneStopped:
+        if stop.reason == YIELDED:
+            JobQueue(ctx.conn, settings).request(project_id, "after yielding", FINETUNE)
         return {"status": "stopped", "after": after, "message": stop.reason}
     result = publish(ctx, project_id, stored, FineTunedStudent(stored.model, texts, proba), comparison, stop)
     return result | {"seconds": round(time.monotonic() - started, 1)}

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import redis
+from rq import Queue
 
 from backend.jobs.finetune import run_finetune
 from backend.jobs.queue import TRAIN, coalescer_for
@@ -81,3 +82,31 @@ def test_the_next_training_checks_a_fine_tuned_student_on_the_labels_that_came_s
     prequential = ctx.store.meta(PROJECT, result["version"])["prequential"]
     assert prequential["checked"] == 10 and prequential["accuracy"] == 0.5
     assert prequential["version"].startswith("v2-")
+
+
+def test_it_yields_to_a_job_no_worker_takes_and_queues_itself_again(
+    trained, redis_conn: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import backend.jobs.finetune as finetune
+
+    ctx, _ = trained(student_finetune="always")
+    waiting = Queue(ctx.settings.queue_name, connection=redis_conn).enqueue("os.getcwd")
+    monkeypatch.setattr(finetune, "YIELD_AFTER", 0.0)
+    result = run_finetune(PROJECT, ctx, None)
+    assert result["status"] == "stopped" and result["message"] == finetune.YIELDED
+    again = Queue(ctx.settings.finetune_queue_name, connection=redis_conn).jobs
+    assert [job.func_name for job in again] == ["backend.jobs.finetune.finetune_project"]
+    assert again[0].args == (PROJECT, "after yielding")
+    waiting.delete()
+
+
+def test_a_waiting_job_an_idle_worker_takes_at_once_is_no_reason_to_yield(trained, redis_conn: redis.Redis) -> None:
+    from backend.jobs.finetune import StopCheck
+
+    ctx, _ = trained()
+    stop = StopCheck(ctx, PROJECT, ctx.store.latest_version(PROJECT), deadline=float("inf"))  # type: ignore[arg-type]
+    queue = Queue(ctx.settings.queue_name, connection=redis_conn)
+    job = queue.enqueue("os.getcwd")
+    assert not stop() and stop.waiting_since is not None  # seen waiting, not yet for YIELD_AFTER seconds
+    job.delete()
+    assert not stop() and stop.waiting_since is None  # taken: the clock starts again
