@@ -60,11 +60,11 @@ def chosen_labels(name: str, seed: int, budget: int) -> tuple[Any, list[int]]:
 
 
 def fine_tune_in_a_fresh_process(texts: list[str], labels: list[str], classes: list[str], min_steps: int,
-                                 test: list[str]) -> dict[str, Any]:  # fmt: skip
+                                 test: list[str], refit: bool) -> dict[str, Any]:  # fmt: skip
     with tempfile.TemporaryDirectory() as work:
         data = Path(work) / "set.json"
         data.write_text(json.dumps({"texts": texts, "labels": labels, "classes": classes, "test": test,
-                                    "min_steps": min_steps}))  # fmt: skip
+                                    "min_steps": min_steps, "refit": refit}))  # fmt: skip
         done = subprocess.run([sys.executable, "-m", "bench.finetune", "--probe", str(data)], capture_output=True,
                               text=True, check=True, cwd=Path(__file__).parents[1])  # fmt: skip
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -79,7 +79,14 @@ def probe(path: str) -> None:
     fit_s = time.perf_counter() - started
     peak = peak_rss_mb()
     proba = model.predict_proba(given["test"])
-    print(json.dumps({
+    refit: dict[str, Any] = {}
+    if given["refit"]:
+        started = time.perf_counter()
+        model.refit(given["texts"], given["labels"])
+        refitted = model.predict_proba(given["test"])
+        refit = {"refit_s": time.perf_counter() - started,
+                 "refit_predicted": [given["classes"][j] for j in refitted.argmax(axis=1)]}  # fmt: skip
+    print(json.dumps(refit | {
         "fit_s": fit_s, "peak_mb": peak, "test_predicted": [given["classes"][j] for j in proba.argmax(axis=1)],
         "train_rows": model.train_rows_.tolist(), "holdout_rows": model.holdout_rows_.tolist(),  # type: ignore[union-attr]
         "holdout_right": model.holdout_right_, "temperature": model.temperature_,
@@ -94,13 +101,13 @@ def fast_on_rows(data: Any, rows: list[int], train: Sequence[int], held: Sequenc
     return [p.labels[0] == data.pool_labels[rows[i]] for p, i in zip(predicted, held, strict=True)]
 
 
-def measure(name: str, seed: int, data: Any, rows: list[int], min_steps: int) -> dict[str, Any]:
+def measure(name: str, seed: int, data: Any, rows: list[int], min_steps: int, refit: bool = False) -> dict[str, Any]:
     texts, labels = [data.pool[i] for i in rows], [data.pool_labels[i] for i in rows]
     started = time.perf_counter()
     fast = StudentModel(data.classes, encoder=ENCODER).fit(texts, [(y,) for y in labels])
     fast_fit_s = time.perf_counter() - started
-    tuned = fine_tune_in_a_fresh_process(texts, labels, data.classes, min_steps, data.test)
-    tuned_accuracy = float(np.mean([p == g for p, g in zip(tuned["test_predicted"], data.test_labels, strict=True)]))
+    tuned = fine_tune_in_a_fresh_process(texts, labels, data.classes, min_steps, data.test, refit)
+    tuned_accuracy = _accuracy(tuned["test_predicted"], data.test_labels)
     fast_right = fast_on_rows(data, rows, tuned["train_rows"], tuned["holdout_rows"])
     row = {
         "corpus": name, "seed": seed, "labels": len(rows), "min_steps": min_steps,
@@ -110,29 +117,42 @@ def measure(name: str, seed: int, data: Any, rows: list[int], min_steps: int) ->
         "holdout_finetuned": float(np.mean(tuned["holdout_right"])),
         "published_auto": wins(fast_right, tuned["holdout_right"]),
     }  # fmt: skip
+    if refit:
+        row |= {"refit_accuracy": _accuracy(tuned["refit_predicted"], data.test_labels), "refit_s": tuned["refit_s"]}
+        log(f"  refitted on all {len(rows)}: {row['refit_accuracy']:.3f} in {tuned['refit_s']:.0f} s more")
     log(f"{name} seed {seed} @{len(rows)} (min_steps {min_steps}): fast {row['fast_accuracy']:.3f}, fine-tuned "
         f"{tuned_accuracy:.3f} in {tuned['fit_s']:.0f} s, {tuned['peak_mb']:.0f} MB; held out "
         f"{row['holdout_fast']:.2f} vs {row['holdout_finetuned']:.2f}: published {row['published_auto']}")  # fmt: skip
     return row
 
 
-def run(seeds: int, corpora: Sequence[str]) -> dict[str, Any]:
+def _accuracy(predicted: Sequence[str], gold: Sequence[str]) -> float:
+    return float(np.mean([p == g for p, g in zip(predicted, gold, strict=True)]))
+
+
+def run(seeds: int, corpora: Sequence[str], sizes: Sequence[int] | None = None, refit: bool = False,
+        ablation: bool = True) -> dict[str, Any]:  # fmt: skip
     started = time.perf_counter()
     rows = []
     for name in corpora:
-        sizes = SIZES[name]
+        budgets_here = tuple(sizes or SIZES[name])
         for seed in range(seeds):
-            data, chosen = chosen_labels(name, seed, max(sizes))
+            data, chosen = chosen_labels(name, seed, max(budgets_here))
             embed_texts(ENCODER, data.test)  # kept by the encoder's memory cache for every fast student
-            for size in sizes:
-                rows.append(measure(name, seed, data, chosen[:size], 60))
-            rows.append(measure(name, seed, data, chosen[: sizes[0]], 0))
+            for size in budgets_here:
+                rows.append(measure(name, seed, data, chosen[:size], 60, refit))
+            if ablation:
+                rows.append(measure(name, seed, data, chosen[: budgets_here[0]], 0))
     return {"machine": machine(), "seeds": seeds, "rows": rows, "wall_s": time.perf_counter() - started,
             "goal": {"corpus": GOAL[0], "labels": GOAL[1], "accuracy": GOAL[2]}}  # fmt: skip
 
 
 def _mean(rows: list[dict[str, Any]], key: str) -> float:
     return float(np.mean([r[key] for r in rows]))
+
+
+def _optional(rows: list[dict[str, Any]], key: str, spec: str) -> str:
+    return format(_mean(rows, key), spec) if all(key in r for r in rows) else "-"
 
 
 def groups(result: dict[str, Any]) -> dict[tuple[str, int, int], list[dict[str, Any]]]:
@@ -148,17 +168,19 @@ def markdown(result: dict[str, Any]) -> str:
         f"{result['seeds']} seed(s), {TEST_SIZE:,} held-out test texts; {result['machine'].get('cpus', '?')} "
         f"cores, whole run {result['wall_s'] / 60:.0f} min.",
         "",
-        "| corpus | labels | min steps | fast | fine-tuned | held-out fifth fast / tuned | published (auto) "
-        "| fine-tune s | fast fit s | peak MB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| corpus | labels | min steps | fast | fine-tuned (4/5) | refitted on all | held-out fifth fast / tuned "
+        "| published (auto) | fine-tune s | refit s | fast fit s | peak MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for (corpus, labels, steps), rows in groups(result).items():
         published = sum(r["published_auto"] for r in rows)
         lines.append(
             f"| {corpus} | {labels} | {steps} | {_mean(rows, 'fast_accuracy'):.3f} | "
-            f"{_mean(rows, 'finetuned_accuracy'):.3f} | {_mean(rows, 'holdout_fast'):.2f} / "
-            f"{_mean(rows, 'holdout_finetuned'):.2f} | {published} of {len(rows)} | "
-            f"{_mean(rows, 'finetune_fit_s'):.0f} | {_mean(rows, 'fast_fit_s'):.1f} | {_mean(rows, 'peak_mb'):.0f} |"
+            f"{_mean(rows, 'finetuned_accuracy'):.3f} | {_optional(rows, 'refit_accuracy', '.3f')} | "
+            f"{_mean(rows, 'holdout_fast'):.2f} / {_mean(rows, 'holdout_finetuned'):.2f} | "
+            f"{published} of {len(rows)} | "
+            f"{_mean(rows, 'finetune_fit_s'):.0f} | {_optional(rows, 'refit_s', '.0f')} | "
+            f"{_mean(rows, 'fast_fit_s'):.1f} | {_mean(rows, 'peak_mb'):.0f} |"
         )
     goal = [r for r in result["rows"] if (r["corpus"], r["labels"], r["min_steps"]) == (GOAL[0], GOAL[1], 60)]
     if goal:
@@ -195,13 +217,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--corpora", nargs="+", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--sizes", nargs="+", type=int, help="label budgets instead of the corpus's defaults")
+    parser.add_argument("--refit", action="store_true", help="also refit on every label after the held-out verdict")
+    parser.add_argument("--no-ablation", action="store_true", help="skip the min_steps=0 run")
     parser.add_argument("--out", default="finetune")
     parser.add_argument("--probe", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.probe:
         probe(args.probe)
         return 0
-    result = run(args.seeds, args.corpora)
+    result = run(args.seeds, args.corpora, args.sizes, args.refit, not args.no_ablation)
     out = RESULTS / f"{args.out}.json"
     out.write_text(json.dumps(result, indent=1))
     write_outputs(out, result, markdown, plot)

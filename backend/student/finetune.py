@@ -135,8 +135,7 @@ class FineTunedEncoder:
     def fit(
         self, texts: Sequence[str], targets: Sequence[str], should_stop: Callable[[], bool] = lambda: False
     ) -> FineTunedEncoder:
-        import torch
-
+        """Fine-tune on four fifths; the held-out fifth gives the temperature and `holdout_right_`."""
         started = time.perf_counter()
         unknown = set(targets) - set(self.labels)
         if unknown:
@@ -144,42 +143,66 @@ class FineTunedEncoder:
         if len(set(targets)) < 2:
             raise ValueError("training needs at least two distinct labels")
         self.classes_ = tuple(sorted(set(targets)))
-        index = {label: i for i, label in enumerate(self.classes_)}
-        y = np.array([index[t] for t in targets])
+        y = self._targets(targets)
         self.train_rows_, self.holdout_rows_ = self.split(targets)
+        self._network = self._train(texts, y, self.train_rows_, should_stop)
+        held_logits = self._logits([texts[i] for i in self.holdout_rows_])
+        held_y = y[self.holdout_rows_]
+        self.temperature_ = fit_temperature(held_logits, held_y)
+        self.shrink_ = 1.0 / (len(held_y) + 2)  # as the fast student: no more confidence than n checks justify
+        self.holdout_right_ = [bool(r) for r in held_logits.argmax(axis=1) == held_y]
+        self._keep_weights()
+        self.fit_seconds_ = time.perf_counter() - started
+        return self
+
+    def refit(
+        self, texts: Sequence[str], targets: Sequence[str], should_stop: Callable[[], bool] = lambda: False
+    ) -> FineTunedEncoder:
+        """Fine-tune again on every label, keeping the temperature and the held-out verdict of `fit`: once the
+        held-out fifth has decided, it is worth more as training data."""
+        if self._state is None:
+            raise RuntimeError("refit follows fit")
+        started = time.perf_counter()
+        self._network = self._train(texts, self._targets(targets), np.arange(len(targets)), should_stop)
+        self._keep_weights()
+        self.fit_seconds_ += time.perf_counter() - started
+        return self
+
+    def _targets(self, targets: Sequence[str]) -> np.ndarray:
+        index = {label: i for i, label in enumerate(self.classes_)}
+        return np.array([index[t] for t in targets])
+
+    def _train(self, texts: Sequence[str], y: np.ndarray, rows: np.ndarray, should_stop: Callable[[], bool]) -> Any:
+        import torch
+
         torch.manual_seed(self.seed)
         network = self._new_network()
         optimizer = torch.optim.AdamW(network.parameters(), lr=self.learning_rate, weight_decay=0.01)
-        per_epoch = math.ceil(len(self.train_rows_) / self.batch_size)
+        per_epoch = math.ceil(len(rows) / self.batch_size)
         epochs = max(self.epochs, math.ceil(self.min_steps / per_epoch))  # few labels: more passes over them
         steps = epochs * per_epoch
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / max(1, steps)))
         rng = np.random.default_rng(self.seed)
         network.train()
         for _ in range(epochs):
-            order = rng.permutation(self.train_rows_)
+            order = rng.permutation(rows)
             for start in range(0, len(order), self.batch_size):
                 if should_stop():
                     raise FineTuneStopped("asked to stop")
-                rows = order[start : start + self.batch_size]
-                logits = network([texts[i] for i in rows])
-                loss = torch.nn.functional.cross_entropy(logits, torch.as_tensor(y[rows]))
+                batch = order[start : start + self.batch_size]
+                loss = torch.nn.functional.cross_entropy(network([texts[i] for i in batch]), torch.as_tensor(y[batch]))
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
                 schedule.step()
-        network.eval()
-        self._network = network
-        held_logits = self._logits([texts[i] for i in self.holdout_rows_])
-        held_y = y[self.holdout_rows_]
-        self.temperature_ = fit_temperature(held_logits, held_y)
-        self.shrink_ = 1.0 / (len(held_y) + 2)  # as the fast student: no more confidence than n checks justify
-        self.holdout_right_ = [bool(r) for r in held_logits.argmax(axis=1) == held_y]
+        return network.eval()
+
+    def _keep_weights(self) -> None:
+        import torch
+
         buffer = io.BytesIO()
-        torch.save({k: v.half() for k, v in network.state_dict().items()}, buffer)
+        torch.save({k: v.half() for k, v in self._network.state_dict().items()}, buffer)
         self._state = buffer.getvalue()
-        self.fit_seconds_ = time.perf_counter() - started
-        return self
 
     @property
     def holdout_accuracy_(self) -> float:

@@ -51,6 +51,13 @@ def test_fine_tuning_learns_holds_out_a_stratified_fifth_and_pickles_its_weights
     assert len(model.holdout_right_) == len(held) and model.temperature_ > 0
     restored = pickle.loads(pickle.dumps(model))
     assert np.allclose(restored.predict_proba(["I love it, wonderful"]), proba[:1], atol=1e-2)
+    # refitted on every label: new weights, the held-out verdict and temperature of the fit kept
+    verdict, temperature, weights = list(model.holdout_right_), model.temperature_, model._state
+    model.refit(TEXTS, TARGETS)
+    assert model._state != weights and model.holdout_right_ == verdict and model.temperature_ == temperature
+    assert model.predict_proba(["I love it, wonderful"])[0, 0] > 0.5
+    with pytest.raises(RuntimeError, match="refit follows fit"):
+        FineTunedEncoder(["Positive", "Negative"]).refit(TEXTS, TARGETS)
 
 
 def test_asked_to_stop_it_stops_between_batches() -> None:
