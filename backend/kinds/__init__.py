@@ -22,13 +22,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from backend.kinds.base import TaskKind, prediction_item
+from backend.kinds.base import Spec, TaskKind, prediction_item
 from backend.kinds.classification import CLASSIFICATION
 from backend.labeling.config import label_interface, no_supported_control
 
 KINDS: tuple[TaskKind[Any, Any], ...] = (CLASSIFICATION,)
 
-__all__ = ["KINDS", "TaskKind", "kind_for", "kind_of", "parse", "prediction_item"]
+__all__ = ["KINDS", "Spec", "TaskKind", "kind_for", "kind_of", "parse", "prediction_item"]
 
 
 def kind_for(label_config: str) -> TaskKind[Any, Any]:
@@ -40,12 +40,12 @@ def kind_for(label_config: str) -> TaskKind[Any, Any]:
     raise no_supported_control(interface, [kind.predicts for kind in KINDS])
 
 
-def parse(label_config: str) -> Any:
+def parse(label_config: str) -> Spec:
     """The spec of `label_config`, parsed by the kind that serves it."""
     return kind_for(label_config).parse(label_config)
 
 
-def kind_of(spec: Any) -> TaskKind[Any, Any]:
+def kind_of(spec: Spec) -> TaskKind[Any, Any]:
     """The kind whose spec `spec` is."""
     for kind in KINDS:
         if isinstance(spec, kind.spec_type):
