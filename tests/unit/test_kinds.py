@@ -191,3 +191,29 @@ def test_the_pool_and_its_confidence(config: str, tasks: list[dict]) -> None:
     predictions = model.predict(UNSEEN)
     assert CLASSIFICATION.mean_confidence(spec, pool) == pytest.approx(np.mean([p.score for p in predictions]))
     assert CLASSIFICATION.mean_confidence(spec, build_pool(frozenset(), spec, np.zeros((0, 2)), [], human)) is None
+
+
+class _LabelsOnText:
+    """A stand-in second kind: enough of TaskKind for the registry to recognise and name it."""
+
+    name = "spans"
+    predicts = "<Labels> on a <Text> object"
+    spec_type = tuple
+
+    def recognises(self, interface: object) -> bool:
+        return any(control.tag == "Labels" for control in interface.controls)  # type: ignore[attr-defined]
+
+    def parse(self, label_config: str) -> tuple:
+        return ("ner",)
+
+
+def test_a_registered_kind_is_recognised_and_named_in_the_refusal(monkeypatch: pytest.MonkeyPatch) -> None:
+    spans = _LabelsOnText()
+    monkeypatch.setattr(kinds, "KINDS", (CLASSIFICATION, spans))
+    assert kinds.kind_for(NO_CHOICES) is spans and kinds.parse(NO_CHOICES) == ("ner",)
+    assert kinds.kind_of(("ner",)) is spans
+    assert kinds.kind_for(SINGLE) is CLASSIFICATION
+    image = "<View><Image name='i' value='$img'/><RectangleLabels name='r' toName='i'><Label value='a'/>" \
+            "</RectangleLabels></View>"  # fmt: skip
+    with pytest.raises(UnsupportedLabelConfig, match="predicts <Choices> on a <Text> object or <Labels> on a <Text>"):
+        kinds.kind_for(image)
