@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
@@ -59,6 +59,7 @@ class Student(Protocol):
     def predict(self, texts: Sequence[str], embeddings: np.ndarray | None = None) -> Sequence[Prediction[Any]]: ...
 
 
+@runtime_checkable
 class TaskKind(Protocol[SpecT, LabelsT]):
     """One kind of labelling task, end to end. Each method is thin: the work is in the pure modules it names."""
 

@@ -89,6 +89,11 @@ def test_a_recognised_control_that_cannot_be_served_is_refused_by_its_kind() -> 
         kinds.parse(config)
 
 
+def test_every_registered_kind_has_the_whole_interface() -> None:
+    assert kinds.KINDS and all(isinstance(kind, kinds.TaskKind) for kind in kinds.KINDS)
+    assert len({kind.name for kind in kinds.KINDS}) == len(kinds.KINDS)
+
+
 def test_kind_of_refuses_what_is_no_spec() -> None:
     with pytest.raises(TypeError, match="no registered task kind"):
         kinds.kind_of({"labels": ["a", "b"]})
