@@ -22,7 +22,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from backend.labeling import UnsupportedLabelConfig, parse_label_config, training_examples
+from backend import kinds
+from backend.kinds.classification import CLASSIFICATION
+from backend.labeling import UnsupportedLabelConfig
 from backend.labeling.templates import render
 from backend.labelstudio import LabelStudio, LabelStudioError
 from backend.settings import Settings, get_settings
@@ -64,7 +66,7 @@ def connect(args: argparse.Namespace, settings: Settings) -> int:
             raise UsageError("give --project ID, or --title and --labels to create (or reuse) a project")
         project_id = _project_from_template(ls, args.title, args.labels, args.template, args.text_field)
     else:
-        parse_label_config(ls.label_config(project_id))  # a wrong id, a refused key, an unusable config: now
+        kinds.parse(ls.label_config(project_id))  # a wrong id, a refused key, an unusable config: now
     backend_url = args.backend_url or settings.lsal_backend_url
     if not backend_url:
         raise UsageError("give --backend-url (the backend's URL as Label Studio reaches it) or set LSAL_BACKEND_URL")
@@ -97,10 +99,10 @@ def _project_from_template(ls: LabelStudio, title: str, labels: str, template: s
     if not path.is_file():
         raise UsageError(f"no template {template!r}: use {', '.join(TEMPLATE_FILES)} or a path to an XML file")
     config = render(path.read_text(), names, text_field)
-    parse_label_config(config)
+    kinds.parse(config)
     for project in ls.projects():
         if project["title"] == title:
-            existing = parse_label_config(ls.label_config(project["id"]))
+            existing = kinds.parse(ls.label_config(project["id"]))
             if set(existing.labels) != set(names):
                 raise UsageError(f"project {project['id']} is already called {title!r} with the labels "
                                  f"{', '.join(existing.labels)}; pick another --title or the same labels")  # fmt: skip
@@ -142,9 +144,14 @@ def generate(args: argparse.Namespace, settings: Settings) -> int:
     except KeyError as exc:
         raise UsageError(exc.args[0]) from exc
     ls = _ls(settings)
-    spec = parse_label_config(ls.label_config(args.project))
+    label_config = ls.label_config(args.project)
+    kind = kinds.kind_for(label_config)
+    if kind is not CLASSIFICATION:  # synthetic tasks are written for labels, not for spans
+        raise UsageError(f"generate writes synthetic tasks for classification projects; project {args.project} "
+                         f"is a {kind.name} project")  # fmt: skip
+    spec = kind.parse(label_config)
     tasks = list(ls.iter_full_tasks(args.project))
-    human = training_examples(spec, tasks)
+    human = kind.examples(spec, tasks)
     options = GenerateOptions(targets=args.targets, per_target=args.per_target, per_call=args.per_call,
                               label=args.label, check=not args.no_check, max_dollars=args.max_dollars,
                               seed=args.seed)  # fmt: skip
@@ -217,7 +224,7 @@ def export(args: argparse.Namespace, settings: Settings) -> int:
     from sdk_scripts.exporting import export_rows, write_rows
 
     ls = _ls(settings)
-    spec = parse_label_config(ls.label_config(args.project))
+    spec = kinds.parse(ls.label_config(args.project))
     fmt = args.format or ("csv" if args.out.suffix.lower() == ".csv" else "jsonl")
     counts = write_rows(export_rows(spec, ls.iter_full_tasks(args.project), args.with_llm), args.out, fmt)
     total = sum(counts.values())

@@ -15,20 +15,21 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from backend.labeling import TaskSpec, labels_from_annotation
-from backend.labeling.results import task_labels
+from backend import kinds
+from backend.kinds import Spec, TaskKind
 from backend.synthetic import provenance as prov
 
 COLUMNS = ["task_id", "text", "labels", "label_source", "annotator", "model_version", "score", "task_source",
            "synthetic_generator", "synthetic_target", "synthetic_batch", "lsal_key"]  # fmt: skip
 
 
-def _prediction_labels(spec: TaskSpec, prediction: Mapping[str, Any]) -> tuple[str, ...] | None:
-    return labels_from_annotation(spec, {"result": prediction.get("result") or []})
+def _prediction_labels(kind: TaskKind[Any, Any], spec: Spec, prediction: Mapping[str, Any]) -> Any:
+    return kind.labels_of(spec, {"result": prediction.get("result") or []})
 
 
-def export_rows(spec: TaskSpec, tasks: Iterable[Mapping[str, Any]], with_llm: bool = False) -> Iterator[dict[str, Any]]:
+def export_rows(spec: Spec, tasks: Iterable[Mapping[str, Any]], with_llm: bool = False) -> Iterator[dict[str, Any]]:
     """One row per labelled task: its human label, else (with_llm) its most confident pre-label."""
+    kind = kinds.kind_of(spec)
     for task in tasks:
         data = task.get("data") or {}
         text = spec.text_of(data)
@@ -40,15 +41,15 @@ def export_rows(spec: TaskSpec, tasks: Iterable[Mapping[str, Any]], with_llm: bo
             "synthetic_batch": data.get(prov.BATCH), "lsal_key": data.get(prov.KEY),
             "annotator": None, "model_version": None, "score": None,
         }  # fmt: skip
-        labels = task_labels(spec, task)
+        labels = kind.task_labels(spec, task)
         if labels is not None:
-            done = [a for a in task.get("annotations") or [] if labels_from_annotation(spec, a) == labels]
+            done = [a for a in task.get("annotations") or [] if kind.labels_of(spec, a) == labels]
             yield row | {"labels": list(labels), "label_source": "human",
                          "annotator": done[-1].get("completed_by") if done else None}  # fmt: skip
             continue
         if not with_llm:
             continue
-        scored = [(p, found) for p in task.get("predictions") or [] if (found := _prediction_labels(spec, p))]
+        scored = [(p, found) for p in task.get("predictions") or [] if (found := _prediction_labels(kind, spec, p))]
         if scored:
             best, found = max(scored, key=lambda item: float(item[0].get("score") or 0))
             yield row | {"labels": list(found), "label_source": "prediction",

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from backend.labeling import TaskSpec, parse_label_config
+from backend import kinds
+from backend.kinds import Spec
 from backend.labelstudio import LabelStudio, LabelStudioError
 from backend.synthetic.provenance import KEY, content_hash, task_key, text_key
 from sdk_scripts.readers import InputError, Record, detect_format, open_records
@@ -79,7 +80,7 @@ def to_task(record: Record, mapping: FieldMapping, max_chars: int) -> tuple[dict
     return {"data": data}, key
 
 
-def check_mapping(spec: TaskSpec, header: list[str] | None, text_field: str | None, path: Path) -> str:
+def check_mapping(spec: Spec, header: list[str] | None, text_field: str | None, path: Path) -> str:
     """The file field that holds the text: --text-field, else the config's own field name."""
     field_name = text_field or spec.data_key
     if header is not None and field_name not in header:
@@ -108,7 +109,7 @@ def import_file(
     """Import `path` into the project. Raises InputError / LabelStudioError / UnsupportedLabelConfig before
     anything is imported; a failure later stops the import with the summary of what was done."""
     header, records = open_records(path, detect_format(path, fmt), encoding)  # the file's own faults first
-    spec = parse_label_config(ls.label_config(project_id))
+    spec = kinds.parse(ls.label_config(project_id))
     mapping = FieldMapping(check_mapping(spec, header, text_field, path), spec.data_key, id_field)
     known = keys_of(ls.iter_tasks(project_id), spec.data_key)
     summary = ImportSummary()

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from backend.labeling import TaskSpec, parse_label_config, training_examples
+from backend import kinds
 from backend.labelstudio import LabelStudio
 from backend.synthetic.assess import synthetic_effect
 from backend.synthetic.provenance import is_synthetic
@@ -76,13 +76,12 @@ def _pct(value: float | None) -> str:
 
 def project_status(ls: LabelStudio, project_id: int, backend: Backend | None = None) -> ProjectStatus:
     project = ls.project(project_id)
-    spec: TaskSpec = parse_label_config(str(project.get("label_config") or ""))
+    label_config = str(project.get("label_config") or "")
+    kind = kinds.kind_for(label_config)
+    spec = kind.parse(label_config)
     tasks = list(ls.iter_full_tasks(project_id))
-    human = training_examples(spec, tasks)
-    labels: dict[str, int] = {}
-    for example in human:
-        for label in example.labels:
-            labels[label] = labels.get(label, 0) + 1
+    human = kind.examples(spec, tasks)
+    labels = dict(kind.label_counts(spec, human))
     synthetic = [t for t in tasks if is_synthetic(t["data"])]
     real_examples = [e for e in human if not e.synthetic]
     synthetic_examples = [e for e in human if e.synthetic]

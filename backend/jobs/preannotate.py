@@ -22,12 +22,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from backend import kinds
 from backend.jobs import llm_answers, stats
 from backend.jobs.queue import PREANNOTATE, RANK, TRAIN, JobQueue
 from backend.jobs.running import JobContext, read_project, run_project_job
 from backend.jobs.state import ProjectState
-from backend.labeling import TaskSpec
-from backend.llm.annotator import PreLabel, StoredAnswer, few_shot_prompts, pre_label, pre_labels, prediction_item
+from backend.kinds import Spec
+from backend.llm.annotator import PreLabel, StoredAnswer, pre_label, pre_labels
 from backend.llm.bias import DistributionCalibration
 from backend.llm.calibration import Calibrator
 from backend.llm.cascade import (
@@ -77,10 +78,13 @@ class LLMStage:
         return pre_label(answer, self.calibrator, self.threshold, self.distribution)
 
 
-def estimated_usage(client: LLMClient, spec: TaskSpec, prompts: Sequence[Prompt]) -> Usage:
+def estimated_usage(client: LLMClient, spec: Spec, prompts: Sequence[Prompt]) -> Usage:
     """A batch's usage at most, before it is sent: whole prompts, and the completion tokens each request
     asks for (one for a scored prompt, not the client's `max_tokens`)."""
-    return Usage(sum(p.estimated_tokens for p in prompts), sum(client.completion_tokens(spec, p) for p in prompts))
+    kind = kinds.kind_of(spec)
+    return Usage(
+        sum(p.estimated_tokens for p in prompts), sum(kind.completion_tokens(client, spec, p) for p in prompts)
+    )
 
 
 def _batches(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
@@ -103,7 +107,7 @@ def run_preannotation(
     settings = ctx.settings
     ctx.progress("reading the label config and tasks")
     project = read_project(ctx.ls, project_id)
-    spec, human, pool = project.spec, project.human, project.pool
+    kind, spec, human, pool = project.kind, project.spec, project.human, project.pool
     known = llm_answers.get_many(ctx.conn, project_id, [task for task, _ in pool])
     # the model that wrote a synthetic task never labels it: humans (or another configured LLM) do
     own = {task for task, generator in project.generators.items() if generator == client.config.model}
@@ -143,7 +147,7 @@ def run_preannotation(
     status, message = "done", ""
     seed_left = len(seed)
     for batch in _batches(todo, settings.llm_batch_size):
-        prompts = few_shot_prompts(spec, [text for _, text in batch], human, settings.llm_few_shot)
+        prompts = kind.prompts(spec, [text for _, text in batch], human, settings.llm_few_shot)
         estimate = estimated_usage(client, spec, prompts)
         try:
             budget.check(spent, dollars(estimate, price))
@@ -151,7 +155,7 @@ def run_preannotation(
             status, message = "budget_spent", str(exc)
             break
         started = time.perf_counter()
-        results = client.annotate_many(spec, prompts)
+        results = kind.annotate(client, spec, prompts)
         seconds = time.perf_counter() - started
         usage = sum((r.usage for r in results if r is not None), Usage())
         spent = stats.record_llm_usage(ctx.conn, project_id, usage, price)
@@ -248,10 +252,11 @@ def _decided(step: Step) -> str:
     return STRONG if step.action == ASK and step.stage == STRONG else HUMAN
 
 
-def _push(ctx: JobContext, project_id: int, spec: Any, labels: Mapping[int, PreLabel], version: str) -> int:
+def _push(ctx: JobContext, project_id: int, spec: Spec, labels: Mapping[int, PreLabel], version: str) -> int:
+    kind = kinds.kind_of(spec)
     predictions = []
     for task, label in labels.items():
-        item = prediction_item(spec, label, version)
+        item = kinds.prediction_item(kind, spec, label.labels, label.score, version)
         if item is not None:
             predictions.append({"task": task, **item})
     return ctx.ls.import_predictions(project_id, predictions) if predictions else 0
@@ -284,14 +289,15 @@ def _strong_pass(
             and _cheap_step(stages, cheap_labels.get(task)).stage == STRONG]  # fmt: skip
     done = pushed = 0
     for batch in _batches(todo, ctx.settings.llm_batch_size):
-        prompts = few_shot_prompts(project.spec, [text for _, text in batch], project.human, ctx.settings.llm_few_shot)
+        prompts = project.kind.prompts(project.spec, [text for _, text in batch], project.human,
+                                       ctx.settings.llm_few_shot)  # fmt: skip
         estimate = estimated_usage(strong.client, project.spec, prompts)
         try:
             budget.check(spent, dollars(estimate, strong.price))
         except BudgetExceeded as exc:
             return "budget_spent", str(exc), done, pushed
         started = time.perf_counter()
-        results = strong.client.annotate_many(project.spec, prompts)
+        results = project.kind.annotate(strong.client, project.spec, prompts)
         seconds = time.perf_counter() - started
         usage = sum((r.usage for r in results if r is not None), Usage())
         spent = stats.record_llm_usage(ctx.conn, project_id, usage, strong.price)

@@ -26,14 +26,15 @@ from backend.jobs.embeddings import ProjectEmbeddings
 from backend.jobs.queue import RANK
 from backend.jobs.running import JobContext, read_project, run_project_job
 from backend.jobs.state import ProjectKeys, ProjectState
-from backend.labeling import Example, TaskSpec
+from backend.kinds import Spec, TaskKind
+from backend.labeling import Example
 from backend.labeling.predictions import predict_tasks
 from backend.llm.annotator import pre_labels
 from backend.llm.checks import published_calibration, published_distribution_calibration
-from backend.selection.pool import TaskVectors, build_pool, label_value, predict_proba
+from backend.selection.pool import TaskVectors
 from backend.selection.pool import bootstrap_committee as bootstrap_committee  # the rank job's committee, re-exported
 from backend.selection.stopping import Round, StoppingConfig, evaluate
-from backend.selection.strategies import check_applies, make_strategy, predicted_set_probability
+from backend.selection.strategies import check_applies, make_strategy
 from backend.settings import Settings
 from backend.student import StudentModel
 
@@ -105,18 +106,18 @@ def run_ranking(project_id: int, ctx: JobContext, strategy_name: str, size: int)
         return {"status": "waiting", "message": "no student model yet: the queue starts after the first training"}
     ctx.progress("reading tasks")
     project = read_project(ctx.ls, project_id)
-    spec, human, pool = project.spec, project.human, project.pool
+    kind, spec, human, pool = project.kind, project.spec, project.human, project.pool
     ids, texts = [task for task, _ in pool], [text for _, text in pool]
     model: StudentModel = stored.model
     vectors = task_vectors(ctx, project_id, model, ids, texts, human)
     ctx.progress(f"scoring {len(pool)} unlabelled tasks")
-    proba = predict_proba(model, texts, vectors.pool if vectors is not None else None)
     strategy = make_strategy(strategy_name)
     answers = llm_answers.all_answers(ctx.conn, project_id)
     batch: list[int] = []
     fallback = None
+    features = None
     if pool:
-        features = build_pool(strategy.needs, spec, proba, texts, human, vectors=vectors, answers=answers, ids=ids)
+        features = kind.pool(strategy.needs, spec, model, texts, human, vectors=vectors, answers=answers, ids=ids)
         try:
             check_applies(strategy, features)
         except ValueError as exc:  # a single-label-only strategy; a committee needs two classes
@@ -150,7 +151,8 @@ def run_ranking(project_id: int, ctx: JobContext, strategy_name: str, size: int)
     if previous and previous["version"] != queue_version:
         ctx.ls.delete_predictions(project_id, previous["version"])
 
-    signals = _stopping(ctx, project_id, spec, model, stored.meta, human, ids, texts, proba, vectors)
+    confidence = kind.mean_confidence(spec, features) if features is not None else None
+    signals = _stopping(ctx, project_id, kind, spec, model, stored.meta, human, ids, texts, confidence, vectors)
     log.info("project %s: queue %s (%s) with %d tasks of %d", project_id, queue_version, strategy_name,
              len(order), len(pool))  # fmt: skip
     return {
@@ -168,13 +170,14 @@ def run_ranking(project_id: int, ctx: JobContext, strategy_name: str, size: int)
 def _stopping(
     ctx: JobContext,
     project_id: int,
-    spec: TaskSpec,
+    kind: TaskKind[Any, Any],
+    spec: Spec,
     model: StudentModel,
     meta: Mapping[str, Any],
     human: Sequence[Example],
     ids: Sequence[int],
     texts: Sequence[str],
-    proba: np.ndarray,
+    mean_confidence: float | None,
     vectors: TaskVectors | None = None,
 ) -> list[dict[str, Any]]:
     """Record this round and evaluate the stopping rules on the project's history."""
@@ -183,27 +186,20 @@ def _stopping(
     fixed_texts = [known[t] for t in fixed]
     fixed_vectors = vectors.of(fixed, fixed_texts) if vectors is not None and fixed else None
     predictions = model.predict(fixed_texts, fixed_vectors) if fixed else []
-    stop_labels = [label_value(p.labels, spec.multi_label) for p in predictions]
+    stop_labels = [kind.label_value(spec, p.labels) for p in predictions]
     prequential = meta.get("prequential") or {}
     this_round = Round(
         labels=len(human),
         llm_dollars=stats.llm_spend(ctx.conn, project_id).get("dollars", 0.0),
         stop_set_predictions=stop_labels,
         checked_accuracy=prequential.get("accuracy"),
-        mean_confidence=_mean_confidence(proba, spec.multi_label),
+        mean_confidence=mean_confidence,
     )
     ctx.conn.rpush(_key(project_id, "rounds"), json.dumps(asdict(this_round)))
     history = [Round(**r) for r in rounds(ctx.conn, project_id)]
     signals = [asdict(s) for s in evaluate(history, stopping_config(ctx.settings))]
     ctx.conn.set(_key(project_id, "signals"), json.dumps(signals))
     return signals
-
-
-def _mean_confidence(proba: np.ndarray, multi_label: bool) -> float | None:
-    """The student's mean probability of being right on the pool: of its label, or of its whole predicted set."""
-    if not len(proba):
-        return None
-    return float((predicted_set_probability(proba) if multi_label else proba.max(axis=1)).mean())
 
 
 def stopping_config(settings: Settings) -> StoppingConfig:

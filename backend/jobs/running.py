@@ -13,11 +13,13 @@ import redis
 from redis.exceptions import LockError
 from rq import get_current_job
 
+from backend import kinds
 from backend.jobs import stats
 from backend.jobs.connection import connect
 from backend.jobs.queue import coalescer_for, job_timeout
 from backend.jobs.state import ProjectKeys
-from backend.labeling import Example, TaskSpec, parse_label_config, training_examples
+from backend.kinds import Spec, TaskKind
+from backend.labeling import Example
 from backend.labelstudio import LabelStudio, LabelStudioError
 from backend.settings import Settings, get_settings
 from backend.student import ModelStore
@@ -39,15 +41,21 @@ class JobContext:
 class ProjectTasks:
     """What both LLM and ranking jobs read first: the task spec, the human labels, the unlabelled pool."""
 
-    spec: TaskSpec
+    spec: Spec
     human: list[Example]
     pool: list[tuple[int, str]]  # (task id, text) of tasks with text and no annotation
     generators: dict[int, str] = field(default_factory=dict)  # synthetic pool task id -> the model that wrote it
 
+    @property
+    def kind(self) -> TaskKind[Any, Any]:
+        return kinds.kind_of(self.spec)
+
 
 def read_project(ls: LabelStudio, project_id: int) -> ProjectTasks:
-    spec = parse_label_config(ls.label_config(project_id))
-    human = training_examples(spec, ls.iter_annotated_tasks(project_id))
+    label_config = ls.label_config(project_id)
+    kind = kinds.kind_for(label_config)
+    spec = kind.parse(label_config)
+    human = kind.examples(spec, ls.iter_annotated_tasks(project_id))
     labelled = {e.task_id for e in human}
     pool: list[tuple[int, str]] = []
     generators: dict[int, str] = {}

@@ -5,23 +5,23 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
+from backend import kinds
 from backend.jobs import llm_answers
 from backend.jobs.embeddings import ProjectEmbeddings, project_embeddings
 from backend.jobs.queue import FINETUNE, RANK, TRAIN, JobQueue
 from backend.jobs.running import JobContext, run_project_job
 from backend.jobs.state import ProjectState
-from backend.labeling import Example, TaskSpec, parse_label_config, training_examples
+from backend.kinds import Spec, TaskKind
+from backend.labeling import Example, TaskSpec
 from backend.labelstudio import LabelStudio
 from backend.llm.annotator import StoredAnswer
 from backend.llm.cascade import STRONG, STUDENT, stage_from_checks
-from backend.llm.checks import llm_checks
 from backend.settings import Settings
-from backend.student import ModelStore, StudentModel
+from backend.student import ModelStore
 from backend.student.encoder import NO_ENCODER
 from backend.student.finetune import skip_reason
 from backend.student.store import RELIABILITY_PNG
@@ -54,7 +54,12 @@ def embeddings_of(embeddings: ProjectEmbeddings | None, examples: Sequence[Examp
 
 
 def prequential_check(
-    store: ModelStore, project_id: int, human: list[Example], embeddings: ProjectEmbeddings | None = None
+    store: ModelStore,
+    project_id: int,
+    kind: TaskKind[Any, Any],
+    spec: Spec,
+    human: list[Example],
+    embeddings: ProjectEmbeddings | None = None,
 ) -> dict[str, Any] | None:
     """How the current model did on the labels that arrived since it was trained: its accuracy on tasks
     it never saw, checked by humans. None before the first model or when nothing new came."""
@@ -70,7 +75,7 @@ def prequential_check(
         return None
     vectors = embeddings_of(embeddings, new, lambda _: None) if stored.model.encoder else None
     predicted = stored.model.predict([e.text for e in new], vectors)
-    hits = [set(p.labels) == set(e.labels) for p, e in zip(predicted, new, strict=True)]
+    hits = [kind.agrees(spec, p.labels, e.labels) for p, e in zip(predicted, new, strict=True)]
     right = sum(hits)
     return {"version": current, "checked": len(new), "correct": right, "accuracy": right / len(new),
             "scores": [round(p.score, 6) for p in predicted], "right": hits}  # fmt: skip
@@ -113,15 +118,15 @@ def run_training(
     answers = answers or {}
     progress("reading the label config")
     label_config = ls.label_config(project_id)
-    spec = parse_label_config(label_config)
+    kind = kinds.kind_for(label_config)
+    spec = kind.parse(label_config)
     progress("reading annotated tasks")
-    human = training_examples(spec, ls.iter_annotated_tasks(project_id))
+    human = kind.examples(spec, ls.iter_annotated_tasks(project_id))
     seed = seed_examples(spec, answers, human) if seed_weight > 0 else []
     examples = human + seed
-    counts = Counter(label for example in examples for label in example.labels)
-    enough_classes = len(counts) >= 2 or (spec.multi_label and len(counts) >= 1)
+    counts = kind.label_counts(spec, examples)
     needed = max(min_annotations, 2)
-    if len(examples) < needed or not enough_classes:
+    if len(examples) < needed or not kind.can_fit(spec, counts):
         return {
             "status": "waiting",
             "labelled": len(human),
@@ -131,14 +136,14 @@ def run_training(
             "message": f"{len(human)} labelled tasks and {len(seed)} LLM seed labels in {len(counts)} classes; "
             f"training starts at {needed} in at least 2 classes",
         }
-    checked = prequential_check(store, project_id, human, embeddings)
+    checked = prequential_check(store, project_id, kind, spec, human, embeddings)
     vectors = embeddings_of(embeddings, examples, progress)
     latest = store.latest_version(project_id)
     earlier = store.meta(project_id, latest).get("student_checks") if latest else None
     progress(f"fitting on {len(human)} human and {len(seed)} LLM seed labels")
     fit_started = time.perf_counter()
     encoder = embeddings.encoder.name if embeddings is not None else None
-    model = StudentModel(spec.labels, multi_label=spec.multi_label, encoder=encoder).fit(
+    model = kind.student(spec, encoder).fit(
         [e.text for e in examples],
         [e.labels for e in examples],
         sample_weight=[1.0] * len(human) + [seed_weight] * len(seed) if seed else None,
@@ -147,8 +152,8 @@ def run_training(
     fit_seconds = time.perf_counter() - fit_started
     # the LLM is calibrated on real tasks only: texts an LLM wrote are easier for LLMs than real ones
     real = [e for e in human if not e.synthetic]
-    checks = llm_checks(answers, real, spec.labels, target_precision) if answers else None
-    strong_checks = llm_checks(strong_answers, real, spec.labels, target_precision) if strong_answers else None
+    checks = kind.check(spec, answers, real, target_precision) if answers else None
+    strong_checks = kind.check(spec, strong_answers, real, target_precision) if strong_answers else None
     version = store.save(
         project_id,
         model,

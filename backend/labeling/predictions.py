@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from backend.labeling.config import TaskSpec
-from backend.labeling.results import build_choices_result
+from backend import kinds
+from backend.kinds import Spec
 
 if TYPE_CHECKING:
     from backend.llm.annotator import PreLabel
@@ -18,7 +18,7 @@ def task_ids(tasks: Sequence[Any]) -> list[int]:
 
 def predict_tasks(
     tasks: Sequence[Any],
-    spec: TaskSpec,
+    spec: Spec,
     model: Any | None,
     version: str | None,
     llm: Mapping[int, PreLabel] | None = None,
@@ -38,6 +38,7 @@ def predict_tasks(
     project's kept ones); without it the student encodes the texts itself.
     """
     llm = llm or {}
+    kind = kinds.kind_of(spec)
     texts: list[str] = []
     rows: list[int] = []
     for i, task in enumerate(tasks):
@@ -61,7 +62,7 @@ def predict_tasks(
             labels, score = prediction.labels, prediction.score
         else:
             continue
-        result = build_choices_result(spec, labels)
-        if result:
-            results[row] = {"result": result, "score": round(score, 6), "model_version": version}
+        item = kinds.prediction_item(kind, spec, labels, score, version)
+        if item is not None:
+            results[row] = item
     return results

@@ -12,7 +12,9 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Any, Generic, TypeVar
 
-from backend.labeling import TaskSpec, UnsupportedLabelConfig, parse_label_config
+from backend import kinds
+from backend.kinds import Spec
+from backend.labeling import UnsupportedLabelConfig
 from backend.server.protocol import ProtocolError
 
 K = TypeVar("K", bound=Hashable)
@@ -54,27 +56,27 @@ class BoundedLRU(Generic[K, V]):
 
 
 class LabelConfigs:
-    """Label config -> TaskSpec, parsed once per distinct config, and the config each project set."""
+    """Label config -> its kind's spec, parsed once per distinct config, and the config each project set."""
 
     def __init__(self, max_config_bytes: int, cache_bytes: int) -> None:
         self.max_config_bytes = max_config_bytes
-        self._parsed: BoundedLRU[str, TaskSpec] = BoundedLRU(cache_bytes // 2)
-        self._projects: BoundedLRU[int, TaskSpec] = BoundedLRU(cache_bytes // 2)
+        self._parsed: BoundedLRU[str, Spec] = BoundedLRU(cache_bytes // 2)
+        self._projects: BoundedLRU[int, Spec] = BoundedLRU(cache_bytes // 2)
 
     @property
     def cached_bytes(self) -> int:
         return self._parsed.bytes + self._projects.bytes
 
-    def spec(self, label_config: Any) -> TaskSpec:
+    def spec(self, label_config: Any) -> Spec:
         """The spec of a config; 422 for one we cannot serve, 413 for one over the size limit."""
         return self._spec_and_size(label_config)[0]
 
-    def remember(self, project_id: int, label_config: Any) -> TaskSpec:
+    def remember(self, project_id: int, label_config: Any) -> Spec:
         spec, size = self._spec_and_size(label_config)
         self._projects.put(project_id, spec, size)
         return spec
 
-    def _spec_and_size(self, label_config: Any) -> tuple[TaskSpec, int]:
+    def _spec_and_size(self, label_config: Any) -> tuple[Spec, int]:
         if not isinstance(label_config, str):
             raise ProtocolError("a label config (XML string) is required", status=422)
         encoded = label_config.encode("utf-8", "surrogatepass")  # once: /predict may send it on every call
@@ -85,11 +87,11 @@ class LabelConfigs:
         spec = self._parsed.get(digest)
         if spec is None:
             try:
-                spec = parse_label_config(label_config)
+                spec = kinds.parse(label_config)
             except UnsupportedLabelConfig as exc:
                 raise ProtocolError(str(exc), status=422) from exc
             self._parsed.put(digest, spec, len(encoded))
         return spec, len(encoded)
 
-    def for_project(self, project_id: int) -> TaskSpec | None:
+    def for_project(self, project_id: int) -> Spec | None:
         return self._projects.get(project_id)

@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, send_file
 
+from backend import kinds
 from backend.jobs import llm_answers, ranking, stats
 from backend.jobs.queue import PREANNOTATE, RANK
 from backend.jobs.state import ProjectState
@@ -25,7 +26,7 @@ routes = Blueprint("ops", __name__)
 @routes.post("/validate")
 def validate() -> Response:
     spec = current_backend().label_configs.spec(json_body().get("config"))
-    return jsonify(status="ok", control=spec.from_name, labels=list(spec.labels), multi_label=spec.multi_label)
+    return jsonify(status="ok", **kinds.kind_of(spec).describe(spec))
 
 
 @routes.post("/preannotate")

@@ -1,0 +1,53 @@
+"""Task kinds: one module per kind of labelling task the backend serves, and the registry that picks one.
+
+The contract (base.TaskKind): a kind recognises its control in a label config and parses it into a spec
+(frozen data: which control, which text field, which labels); reads human annotations back into training
+examples and turns a prediction's labels into LS results; builds its student; asks the LLM (prompts,
+answer schema, parser, the annotate call) and checks the LLM's answers against humans; and gives the query
+strategies their per-task signals (the Pool), the pool's mean confidence and a comparable value of a
+task's labels for the stopping rules. Its methods are thin: the work stays in the pure modules under
+labeling/, student/, llm/ and selection/.
+
+The jobs, the routes and `lsal-ops` ask the registry, never a kind's module:
+- `kind_for(label_config)`: the kind that serves a config (the first registered that recognises it);
+- `parse(label_config)`: that kind's spec;
+- `kind_of(spec)`: the kind a parsed spec belongs to, for code that holds only the spec.
+
+Adding a kind is adding a module here that implements TaskKind and registering it in KINDS. A config
+that no kind recognises is refused (UnsupportedLabelConfig) with what each kind predicts and what the
+config has.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from backend.kinds.base import Spec, TaskKind, prediction_item
+from backend.kinds.classification import CLASSIFICATION
+from backend.labeling.config import label_interface, no_supported_control
+
+KINDS: tuple[TaskKind[Any, Any], ...] = (CLASSIFICATION,)
+
+__all__ = ["KINDS", "Spec", "TaskKind", "kind_for", "kind_of", "parse", "prediction_item"]
+
+
+def kind_for(label_config: str) -> TaskKind[Any, Any]:
+    """The kind that serves `label_config`; UnsupportedLabelConfig, saying why, when none does."""
+    interface = label_interface(label_config)
+    for kind in KINDS:
+        if kind.recognises(interface):
+            return kind
+    raise no_supported_control(interface, [kind.predicts for kind in KINDS])
+
+
+def parse(label_config: str) -> Spec:
+    """The spec of `label_config`, parsed by the kind that serves it."""
+    return kind_for(label_config).parse(label_config)
+
+
+def kind_of(spec: Spec) -> TaskKind[Any, Any]:
+    """The kind whose spec `spec` is."""
+    for kind in KINDS:
+        if isinstance(spec, kind.spec_type):
+            return kind
+    raise TypeError(f"{type(spec).__name__} is no registered task kind's spec")
