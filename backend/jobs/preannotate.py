@@ -79,12 +79,10 @@ class LLMStage:
 
 
 def estimated_usage(client: LLMClient, spec: Spec, prompts: Sequence[Prompt]) -> Usage:
-    """A batch's usage at most, before it is sent: whole prompts, and the completion tokens each request
-    asks for (one for a scored prompt, not the client's `max_tokens`)."""
+    """A batch's usage at most, before it is sent: each request's whole prompt, and the completion tokens it
+    asks for (one for a scored prompt and for each of a yes/no prompt's questions, not `max_tokens`)."""
     kind = kinds.kind_of(spec)
-    return Usage(
-        sum(p.estimated_tokens for p in prompts), sum(kind.completion_tokens(client, spec, p) for p in prompts)
-    )
+    return sum((kind.estimated_usage(client, spec, p) for p in prompts), Usage())
 
 
 def _batches(items: Sequence[Any], size: int) -> list[Sequence[Any]]:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from backend.labeling import Example
     from backend.llm.annotator import StoredAnswer
     from backend.llm.client import LLMAnswer, LLMClient
+    from backend.llm.cost import Usage
     from backend.llm.prompts import Prompt
     from backend.selection.pool import TaskVectors
     from backend.selection.strategies import Pool
@@ -132,8 +133,9 @@ class TaskKind(Protocol[SpecT, LabelsT]):
         """The labels an answer gives, never off-label; None when it gives none usable."""
         ...
 
-    def completion_tokens(self, client: LLMClient, spec: SpecT, prompt: Prompt) -> int:
-        """The completion tokens asking `prompt` costs at most: for the budget check before a batch is sent."""
+    def estimated_usage(self, client: LLMClient, spec: SpecT, prompt: Prompt) -> Usage:
+        """What asking `prompt` costs at most (each request's whole prompt and the completion tokens it asks
+        for): for the budget check before a batch is sent."""
         ...
 
     def annotate(self, client: LLMClient, spec: SpecT, prompts: Sequence[Prompt]) -> list[LLMAnswer | None]:

@@ -18,6 +18,7 @@ from backend.llm import parsing as llm_parsing
 from backend.llm import prompts as llm_prompts
 from backend.llm.annotator import StoredAnswer, few_shot_prompts
 from backend.llm.client import LLMAnswer, LLMClient
+from backend.llm.cost import Usage
 from backend.llm.prompts import Prompt
 from backend.selection import pool as selection_pool
 from backend.selection.pool import TaskVectors
@@ -79,8 +80,8 @@ class Classification:
     def parse_answer(self, spec: TaskSpec, text: str | None) -> Labels | None:
         return llm_parsing.parse_answer(text, spec.labels, spec.multi_label)
 
-    def completion_tokens(self, client: LLMClient, spec: TaskSpec, prompt: Prompt) -> int:
-        return client.completion_tokens(spec, prompt)
+    def estimated_usage(self, client: LLMClient, spec: TaskSpec, prompt: Prompt) -> Usage:
+        return client.estimated_usage(spec, prompt)
 
     def annotate(self, client: LLMClient, spec: TaskSpec, prompts: Sequence[Prompt]) -> list[LLMAnswer | None]:
         return client.annotate_many(spec, prompts)

@@ -2,8 +2,9 @@
 
 Few-shot examples are human-labelled tasks chosen per item: the most similar one of each label first
 (coverage), then the most similar of the rest, within a token budget (prompts.select_examples).
-Similarity is TF-IDF cosine, computed for the whole batch in one sparse product. Single-label prompts
-are scored prompts: the label distribution comes from the first answer token (scoring.py).
+Similarity is TF-IDF cosine, computed for the whole batch in one sparse product. Prompts are scored:
+single-label, the label distribution comes from the first answer token; multi-label, each label's P(yes)
+from a one-token yes/no question about it (scoring.py).
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ class StoredAnswer:
 
     labels: tuple[str, ...]
     confidence: float  # raw: the model's own probability, before calibration against humans
-    method: str  # "scored", "logprobs" or "votes"
+    method: str  # "scored", "yesno", "logprobs" or "votes"
     model: str
     seed: bool = False  # part of the cold-start seed the student may train on
     text: str | None = None  # kept for seed answers only: training reads them without asking LS
-    distribution: dict[str, float] | None = None  # over the labels, where logprobs or votes gave one
+    # over the labels, where logprobs or votes gave one; "yesno": each label's own P(yes), not summing to 1
+    distribution: dict[str, float] | None = None
 
     def dumps(self) -> str:
         return json.dumps(asdict(self))
@@ -56,9 +58,11 @@ class PreLabel:
 
 def scores_distribution(answer: StoredAnswer) -> bool:
     """Whether the answer's distribution is the model's own over single labels (read from logprobs) and not
-    flat, which the prior and the distribution calibrator apply to; vote shares, label sets and flat
-    distributions keep the top-confidence path."""
-    return answer.method != "votes" and len(answer.labels) == 1 and informative(answer.distribution)
+    flat, which the prior and the distribution calibrator apply to; vote shares, label sets (a yes/no answer
+    of one label too: its P(yes) per label is no distribution over labels) and flat distributions keep the
+    top-confidence path."""
+    single = answer.method not in ("votes", "yesno") and len(answer.labels) == 1
+    return single and informative(answer.distribution)
 
 
 def pre_labels(
@@ -118,7 +122,8 @@ def few_shot_prompts(
     scored: bool = True,
 ) -> list[Prompt]:
     """One prompt per text, each with up to `k` human-labelled examples chosen for it; `scored`: answered by
-    the label alone, its distribution read from one token (single-label; multi-label prompts ask for JSON)."""
+    the label alone, its distribution read from one token (single-label), or by a yes/no question per label
+    (multi-label; the JSON prompt kept for endpoints without logprobs)."""
     if k <= 0 or not examples:
         return [build_prompt(spec, text, instructions=instructions, scored=scored) for text in texts]
     vectorizer = TfidfVectorizer(sublinear_tf=True, max_features=50_000)
