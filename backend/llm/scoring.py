@@ -12,6 +12,11 @@ where "Negative" is a token of its own, the tokenizer spells "Negative" with it,
 (A, B, C...), which every tokenizer keeps apart: chosen up front when the labels' first words are equal or
 one is a prefix of the other, and on evidence when over 5% of the label mass falls on tokens several keys
 still share (a tokenizer may merge what the text rule does not see).
+
+Multi-label answers are scored one label at a time: a yes/no question about each label, after the item,
+whose first answer token's top logprobs give P(yes) (yes_probability); the answer is the set of labels at
+P(yes) >= 0.5, scored as the probability of exactly that set under independent labels (label_set), as
+the multi-label student decides.
 """
 
 from __future__ import annotations
