@@ -16,7 +16,8 @@ LLMClient and the product's prompts against the llama.cpp server (temperature 0)
 
 - JSON: today's multi-label answer, `{"labels": [...]}` under the json_object grammar, its score the
   probability of the generated answer (its tokens' logprobs);
-- yes/no: one one-token request per label (`build_prompt(scored=True)`), P(yes) from its top logprobs,
+- yes/no: one one-token request per label (`build_prompt(scored=True, multilabel_scoring="yesno")`, the
+  product's LLM_MULTILABEL_SCORING=yesno), P(yes) from its top logprobs,
   the set of labels at P(yes) >= 0.5 (the likeliest if none), scored as the probability of exactly that
   set under independent labels;
 - yes/no, centred: each label's logit of P(yes) less its mean over all the items (per-label batch
@@ -115,7 +116,7 @@ def kept(answer: LLMAnswer | None) -> dict[str, Any] | None:
 def collect(model: str, venv: Path, n: int, layout_items: int, concurrency: int) -> dict[str, Any]:
     spec = parse_label_config(label_config())
     texts, gold = sample(DATASET, n)
-    yes_no = [build_prompt(spec, text, scored=True) for text in texts]
+    yes_no = [build_prompt(spec, text, scored=True, multilabel_scoring="yesno") for text in texts]
     as_json = [build_prompt(spec, text) for text in texts]
     runs: dict[str, Any] = {}
     with embedded_llm(model, venv) as url:
@@ -253,8 +254,8 @@ def _f(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
-NAMES = {"json": "JSON answer (json_object grammar), score = P(answer)",
-         "yesno": "yes/no per label (the product), score = P(exact set)",
+NAMES = {"json": "JSON answer (json_object grammar; the default), score = P(answer)",
+         "yesno": "yes/no per label (LLM_MULTILABEL_SCORING=yesno), score = P(exact set)",
          "yesno_centred": "yes/no per label, each label's mean logit subtracted (no gold read)",
          "yesno_evened": "yes/no per label, each label's lean evened out, the overall rate kept (no gold read)",
          "yesno_checked": "yes/no per label, each label's P(yes) calibrated on gold (Platt, out of fold)"}  # fmt: skip

@@ -145,7 +145,8 @@ def run_preannotation(
     status, message = "done", ""
     seed_left = len(seed)
     for batch in _batches(todo, settings.llm_batch_size):
-        prompts = kind.prompts(spec, [text for _, text in batch], human, settings.llm_few_shot)
+        prompts = kind.prompts(spec, [text for _, text in batch], human, settings.llm_few_shot,
+                               multilabel_scoring=settings.llm_multilabel_scoring)  # fmt: skip
         estimate = estimated_usage(client, spec, prompts)
         try:
             budget.check(spent, dollars(estimate, price))
@@ -288,7 +289,8 @@ def _strong_pass(
     done = pushed = 0
     for batch in _batches(todo, ctx.settings.llm_batch_size):
         prompts = project.kind.prompts(project.spec, [text for _, text in batch], project.human,
-                                       ctx.settings.llm_few_shot)  # fmt: skip
+                                       ctx.settings.llm_few_shot,
+                                       multilabel_scoring=ctx.settings.llm_multilabel_scoring)  # fmt: skip
         estimate = estimated_usage(strong.client, project.spec, prompts)
         try:
             budget.check(spent, dollars(estimate, strong.price))

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from backend.llm.client import LLMAnswer, LLMClient
     from backend.llm.cost import Usage
     from backend.llm.prompts import Prompt
+    from backend.llm.scoring import MultiLabelScoring
     from backend.selection.pool import TaskVectors
     from backend.selection.strategies import Pool
 
@@ -121,8 +122,9 @@ class TaskKind(Protocol[SpecT, LabelsT]):
     # -- the LLM --------------------------------------------------------------------------------------------
 
     def prompts(self, spec: SpecT, texts: Sequence[str], examples: Sequence[Example], k: int = 4,
-                instructions: str = "") -> list[Prompt]:  # fmt: skip
-        """One prompt per text, with up to `k` human-labelled examples chosen for it."""
+                instructions: str = "", multilabel_scoring: MultiLabelScoring = "json") -> list[Prompt]:  # fmt: skip
+        """One prompt per text, with up to `k` human-labelled examples chosen for it; `multilabel_scoring`
+        (LLM_MULTILABEL_SCORING): how a spec with label sets is asked, a kind without them ignores it."""
         ...
 
     def answer_schema(self, spec: SpecT) -> dict[str, Any]:

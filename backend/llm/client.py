@@ -4,10 +4,10 @@ fallback), which knows nothing of labels. factory.py builds the client from the 
 
 Confidence comes from logprobs or, without them, from k samples. A scored prompt
 (prompts.build_prompt(scored=True)) is answered in one forward pass: one token, whose top logprobs give the
-distribution over the labels (scoring.py); a yes/no prompt (multi-label) asks one question per label after
-the item, each a one-token request whose top logprobs give P(yes). Batches are sent grouped by prompt
-prefix (an item's questions one after another), so that a server's prefix cache reuses the instructions,
-few-shot turns and item from one request to the next.
+distribution over the labels (scoring.py); a yes/no prompt (multi-label with LLM_MULTILABEL_SCORING=yesno)
+asks one question per label after the item, each a one-token request whose top logprobs give P(yes).
+Batches are sent grouped by prompt prefix (an item's questions one after another), so that a server's
+prefix cache reuses the instructions, few-shot turns and item from one request to the next.
 """
 
 from __future__ import annotations

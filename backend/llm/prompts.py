@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from backend.labeling import Example, TaskSpec
-from backend.llm.scoring import NO, YES, answer_keys, names_collide, scoreable
+from backend.llm.scoring import NO, YES, MultiLabelScoring, answer_keys, names_collide, scoreable
 
 FENCE = "<<<TEXT"
 FENCE_END = "TEXT>>>"
@@ -184,14 +184,16 @@ def build_prompt(
     max_text_chars: int = 4000,
     example_chars: int = 600,
     scored: bool = False,
+    multilabel_scoring: MultiLabelScoring = "json",
 ) -> Prompt:
     """The prompt for one item: instructions and labels, then the few-shot turns, then the item, last, so
     that prompts with the same examples share everything before it (a server's prefix cache reuses it).
 
     `scored`: the answer is the label's key alone (its name, or a letter code where names collide), for
-    reading the label distribution from the first answer token (scoring.py). Multi-label: one yes/no
-    question per label asked after the item (`Prompt.asking`), the JSON prompt kept as its fallback."""
-    if scored and spec.multi_label and spec.labels:
+    reading the label distribution from the first answer token (scoring.py). Multi-label prompts ask for
+    JSON, or with `multilabel_scoring="yesno"` one yes/no question per label after the item
+    (`Prompt.asking`), the JSON prompt kept as its fallback for endpoints without logprobs."""
+    if scored and spec.multi_label and spec.labels and multilabel_scoring == "yesno":
         fallback = _prompt(spec, text, examples, instructions, max_text_chars, example_chars, None)
         return _yes_no_prompt(spec, text, examples, instructions, max_text_chars, example_chars, fallback)
     if scored and not spec.multi_label and scoreable(spec.labels):

@@ -13,10 +13,10 @@ where "Negative" is a token of its own, the tokenizer spells "Negative" with it,
 one is a prefix of the other, and on evidence when over 5% of the label mass falls on tokens several keys
 still share (a tokenizer may merge what the text rule does not see).
 
-Multi-label answers are scored one label at a time: a yes/no question about each label, after the item,
-whose first answer token's top logprobs give P(yes) (yes_probability); the answer is the set of labels at
-P(yes) >= 0.5, scored as the probability of exactly that set under independent labels (label_set), as
-the multi-label student decides.
+Multi-label answers may be scored one label at a time (LLM_MULTILABEL_SCORING=yesno; JSON answers by
+default): a yes/no question about each label, after the item, whose first answer token's top logprobs
+give P(yes) (yes_probability); the answer is the set of labels at P(yes) >= 0.5, scored as the
+probability of exactly that set under independent labels (label_set), as the multi-label student decides.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 CODES = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 AMBIGUOUS_LIMIT = 0.05  # share of the label mass on shared tokens above which the keys are switched to codes
@@ -113,6 +114,8 @@ def first_token_distribution(
 # -- multi-label: one yes/no question per label --------------------------------------------------------
 
 YES, NO = "yes", "no"
+# how multi-label prompts are answered: one JSON answer (the default), or a yes/no question per label
+MultiLabelScoring = Literal["json", "yesno"]
 
 
 def _yes_or_no(token: str) -> str | None:

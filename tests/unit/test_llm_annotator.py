@@ -24,6 +24,7 @@ from backend.llm.client import LLMClient, LLMConfig, YesNo, yes_no_answer
 from backend.llm.cost import Usage
 from backend.llm.routing import AUTO_ACCEPT, REVIEW
 from backend.selection.diversity import k_center_greedy, text_features
+from backend.settings import Settings
 from backend.student import StudentModel
 from tests.helpers import MULTI, NEGATIVE, POSITIVE, SINGLE
 
@@ -171,16 +172,37 @@ def test_a_batch_estimate_counts_the_completion_tokens_each_request_asks_for() -
     assert estimated_usage(client, SPEC, few_shot_prompts(SPEC, POSITIVE[1:3], examples, scored=False)) \
         .completion_tokens == 2 * 64  # fmt: skip
     multi = parse_label_config(MULTI)
-    asked = few_shot_prompts(multi, POSITIVE[1:3], examples[:1], k=1)
-    # multi-label: a one-token yes/no request per label (3), each sending the whole prompt
+    asked = few_shot_prompts(multi, POSITIVE[1:3], examples[:1], k=1, multilabel_scoring="yesno")
+    # multi-label, yes/no: a one-token request per label (3), each sending the whole prompt
     assert estimated_usage(client, multi, asked) == Usage(3 * sum(p.estimated_tokens for p in asked), 2 * 3, 2 * 3)
-    assert estimated_usage(client, multi, few_shot_prompts(multi, POSITIVE[1:2], [], scored=False)) == Usage(
-        few_shot_prompts(multi, POSITIVE[1:2], [], scored=False)[0].estimated_tokens, 64, 1)  # fmt: skip
+    # multi-label by default: one JSON request for `max_tokens`, scored or not
+    as_json = few_shot_prompts(multi, POSITIVE[1:2], [])
+    assert estimated_usage(client, multi, as_json) == Usage(as_json[0].estimated_tokens, 64, 1)
     client._logprobs = False  # what an endpoint that refused logprobs leaves: each prompt is sampled 5 times
     assert estimated_usage(client, SPEC, scored) == Usage(5 * sum(p.estimated_tokens for p in scored), 3 * 5 * 64,
                                                           3 * 5)  # fmt: skip
     json_tokens = sum(p.fallback.estimated_tokens for p in asked if p.fallback)
     assert estimated_usage(client, multi, asked) == Usage(5 * json_tokens, 2 * 5 * 64, 2 * 5)  # the JSON prompt
+
+
+def test_llm_multilabel_scoring_chooses_json_or_yes_no_prompts_for_multi_label_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    multi = parse_label_config(MULTI)
+    examples = [Example(1, POSITIVE[0], ("Sports",))]
+    assert Settings().llm_multilabel_scoring == "json"
+    [as_json] = few_shot_prompts(multi, POSITIVE[1:2], examples, multilabel_scoring=Settings().llm_multilabel_scoring)
+    assert as_json.questions == () and as_json.fallback is None and '"labels"' in as_json.messages[0]["content"]
+    monkeypatch.setenv("LLM_MULTILABEL_SCORING", "yesno")
+    chosen = Settings().llm_multilabel_scoring
+    [yes_no] = few_shot_prompts(multi, POSITIVE[1:2], examples, multilabel_scoring=chosen)
+    assert chosen == "yesno" and len(yes_no.questions) == 3 and yes_no.fallback is not None
+    # single-label prompts are scored by their first token either way
+    [single] = few_shot_prompts(SPEC, POSITIVE[1:2], [], multilabel_scoring=chosen)
+    assert single.questions == () and single.keys
+    monkeypatch.setenv("LLM_MULTILABEL_SCORING", "maybe")
+    with pytest.raises(ValueError, match="llm_multilabel_scoring"):
+        Settings()
 
 
 def test_a_yes_no_answer_decides_a_set_and_never_feeds_the_single_label_distribution_path() -> None:

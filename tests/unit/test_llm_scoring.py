@@ -121,7 +121,7 @@ def test_colliding_label_names_are_scored_by_codes_from_the_start() -> None:
 def test_a_multi_label_prompt_asks_one_yes_no_question_per_label_after_the_item() -> None:
     spec = parse_label_config(CONFIG.replace('choice="single"', 'choice="multiple"'))
     shots = [Example(1, "a match", ("Sports",)), Example(2, "a phone", ("Tech",))]
-    prompt = build_prompt(spec, "a new running shoe", shots, scored=True)
+    prompt = build_prompt(spec, "a new running shoe", shots, scored=True, multilabel_scoring="yesno")
     assert prompt.keys == () and prompt.questions == tuple(yes_no_question(label) for label in spec.labels)
     system = prompt.messages[0]["content"]
     assert "- Sports: games" in system and "- Sportswear" in system and "Answer yes or no only" in system
@@ -140,6 +140,13 @@ def test_a_multi_label_prompt_asks_one_yes_no_question_per_label_after_the_item(
     assert fallback is not None and fallback.questions == () and '"labels"' in fallback.messages[0]["content"]
     assert fallback.messages[-1] == prompt.messages[-1]
     assert build_prompt(spec, "text").questions == ()  # not scored: the JSON prompt itself
+
+
+def test_multi_label_prompts_stay_json_when_scoring_is_asked_by_default() -> None:
+    spec = parse_label_config(CONFIG.replace('choice="single"', 'choice="multiple"'))
+    prompt = build_prompt(spec, "text", scored=True)
+    assert prompt.keys == () and prompt.questions == () and prompt.fallback is None
+    assert '"labels"' in prompt.messages[0]["content"] and prompt == build_prompt(spec, "text")
 
 
 def test_p_yes_sums_case_space_and_punctuation_variants_and_renormalises_over_yes_and_no() -> None:
