@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from backend.llm.cost import Price, parse_prices, price_for
 from backend.llm.local import DEFAULT_LOCAL_MODEL
+from backend.llm.scoring import MultiLabelScoring
 from backend.student.encoder import NO_ENCODER, EncoderUnavailable, check_available
 
 
@@ -70,6 +71,9 @@ class Settings(BaseSettings):
     llm_budget_usd: float | None = Field(None, description="LLM spending limit per project, USD; unset: none")
     llm_prices: str = Field("", description='extra prices, "model=input/output,..." in USD per 1M tokens')
     llm_few_shot: int = Field(4, description="human-labelled examples per prompt")
+    llm_multilabel_scoring: MultiLabelScoring = Field(
+        "json", description="multi-label answers: one JSON answer, or yesno: a yes/no question per label (logprobs)"
+    )
     llm_seed_size: int = Field(30, description="tasks the LLM labels for the student before any human label")
     llm_label_weight: float = Field(0.3, description="weight of an LLM seed label in training (a human's is 1)")
     llm_batch_size: int = Field(20, description="tasks per LLM batch: budget check, progress and push to LS")

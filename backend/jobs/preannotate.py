@@ -79,12 +79,10 @@ class LLMStage:
 
 
 def estimated_usage(client: LLMClient, spec: Spec, prompts: Sequence[Prompt]) -> Usage:
-    """A batch's usage at most, before it is sent: whole prompts, and the completion tokens each request
-    asks for (one for a scored prompt, not the client's `max_tokens`)."""
+    """A batch's usage at most, before it is sent: each request's whole prompt, and the completion tokens it
+    asks for (one for a scored prompt and for each of a yes/no prompt's questions, not `max_tokens`)."""
     kind = kinds.kind_of(spec)
-    return Usage(
-        sum(p.estimated_tokens for p in prompts), sum(kind.completion_tokens(client, spec, p) for p in prompts)
-    )
+    return sum((kind.estimated_usage(client, spec, p) for p in prompts), Usage())
 
 
 def _batches(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
@@ -147,7 +145,8 @@ def run_preannotation(
     status, message = "done", ""
     seed_left = len(seed)
     for batch in _batches(todo, settings.llm_batch_size):
-        prompts = kind.prompts(spec, [text for _, text in batch], human, settings.llm_few_shot)
+        prompts = kind.prompts(spec, [text for _, text in batch], human, settings.llm_few_shot,
+                               multilabel_scoring=settings.llm_multilabel_scoring)  # fmt: skip
         estimate = estimated_usage(client, spec, prompts)
         try:
             budget.check(spent, dollars(estimate, price))
@@ -290,7 +289,8 @@ def _strong_pass(
     done = pushed = 0
     for batch in _batches(todo, ctx.settings.llm_batch_size):
         prompts = project.kind.prompts(project.spec, [text for _, text in batch], project.human,
-                                       ctx.settings.llm_few_shot)  # fmt: skip
+                                       ctx.settings.llm_few_shot,
+                                       multilabel_scoring=ctx.settings.llm_multilabel_scoring)  # fmt: skip
         estimate = estimated_usage(strong.client, project.spec, prompts)
         try:
             budget.check(spent, dollars(estimate, strong.price))

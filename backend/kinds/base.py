@@ -20,7 +20,9 @@ if TYPE_CHECKING:
     from backend.labeling import Example
     from backend.llm.annotator import StoredAnswer
     from backend.llm.client import LLMAnswer, LLMClient
+    from backend.llm.cost import Usage
     from backend.llm.prompts import Prompt
+    from backend.llm.scoring import MultiLabelScoring
     from backend.selection.pool import TaskVectors
     from backend.selection.strategies import Pool
 
@@ -120,8 +122,9 @@ class TaskKind(Protocol[SpecT, LabelsT]):
     # -- the LLM --------------------------------------------------------------------------------------------
 
     def prompts(self, spec: SpecT, texts: Sequence[str], examples: Sequence[Example], k: int = 4,
-                instructions: str = "") -> list[Prompt]:  # fmt: skip
-        """One prompt per text, with up to `k` human-labelled examples chosen for it."""
+                instructions: str = "", multilabel_scoring: MultiLabelScoring = "json") -> list[Prompt]:  # fmt: skip
+        """One prompt per text, with up to `k` human-labelled examples chosen for it; `multilabel_scoring`
+        (LLM_MULTILABEL_SCORING): how a spec with label sets is asked, a kind without them ignores it."""
         ...
 
     def answer_schema(self, spec: SpecT) -> dict[str, Any]:
@@ -132,8 +135,9 @@ class TaskKind(Protocol[SpecT, LabelsT]):
         """The labels an answer gives, never off-label; None when it gives none usable."""
         ...
 
-    def completion_tokens(self, client: LLMClient, spec: SpecT, prompt: Prompt) -> int:
-        """The completion tokens asking `prompt` costs at most: for the budget check before a batch is sent."""
+    def estimated_usage(self, client: LLMClient, spec: SpecT, prompt: Prompt) -> Usage:
+        """What asking `prompt` costs at most (each request's whole prompt and the completion tokens it asks
+        for): for the budget check before a batch is sent."""
         ...
 
     def annotate(self, client: LLMClient, spec: SpecT, prompts: Sequence[Prompt]) -> list[LLMAnswer | None]:

@@ -18,7 +18,9 @@ from backend.llm import parsing as llm_parsing
 from backend.llm import prompts as llm_prompts
 from backend.llm.annotator import StoredAnswer, few_shot_prompts
 from backend.llm.client import LLMAnswer, LLMClient
+from backend.llm.cost import Usage
 from backend.llm.prompts import Prompt
+from backend.llm.scoring import MultiLabelScoring
 from backend.selection import pool as selection_pool
 from backend.selection.pool import TaskVectors
 from backend.selection.strategies import Pool, predicted_set_probability
@@ -70,8 +72,9 @@ class Classification:
         return StudentModel(spec.labels, multi_label=spec.multi_label, encoder=encoder)
 
     def prompts(self, spec: TaskSpec, texts: Sequence[str], examples: Sequence[Example], k: int = 4,
-                instructions: str = "") -> list[Prompt]:  # fmt: skip
-        return few_shot_prompts(spec, texts, examples, k, instructions=instructions)
+                instructions: str = "", multilabel_scoring: MultiLabelScoring = "json") -> list[Prompt]:  # fmt: skip
+        return few_shot_prompts(spec, texts, examples, k, instructions=instructions,
+                                multilabel_scoring=multilabel_scoring)  # fmt: skip
 
     def answer_schema(self, spec: TaskSpec) -> dict[str, Any]:
         return llm_prompts.answer_schema(spec)
@@ -79,8 +82,8 @@ class Classification:
     def parse_answer(self, spec: TaskSpec, text: str | None) -> Labels | None:
         return llm_parsing.parse_answer(text, spec.labels, spec.multi_label)
 
-    def completion_tokens(self, client: LLMClient, spec: TaskSpec, prompt: Prompt) -> int:
-        return client.completion_tokens(spec, prompt)
+    def estimated_usage(self, client: LLMClient, spec: TaskSpec, prompt: Prompt) -> Usage:
+        return client.estimated_usage(spec, prompt)
 
     def annotate(self, client: LLMClient, spec: TaskSpec, prompts: Sequence[Prompt]) -> list[LLMAnswer | None]:
         return client.annotate_many(spec, prompts)

@@ -3,7 +3,8 @@
 Few-shot examples are human-labelled tasks chosen per item: the most similar one of each label first
 (coverage), then the most similar of the rest, within a token budget (prompts.select_examples).
 Similarity is TF-IDF cosine, computed for the whole batch in one sparse product. Single-label prompts
-are scored prompts: the label distribution comes from the first answer token (scoring.py).
+are scored: the label distribution comes from the first answer token (scoring.py). Multi-label prompts
+ask for JSON, or with LLM_MULTILABEL_SCORING=yesno each label's P(yes) from a one-token yes/no question.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
@@ -20,6 +22,7 @@ from backend.llm.bias import DistributionCalibration, informative
 from backend.llm.calibration import Calibrator
 from backend.llm.prompts import Prompt, build_prompt, select_examples
 from backend.llm.routing import route
+from backend.llm.scoring import MultiLabelScoring
 
 
 @dataclass(frozen=True)
@@ -28,11 +31,12 @@ class StoredAnswer:
 
     labels: tuple[str, ...]
     confidence: float  # raw: the model's own probability, before calibration against humans
-    method: str  # "scored", "logprobs" or "votes"
+    method: str  # "scored", "yesno", "logprobs" or "votes"
     model: str
     seed: bool = False  # part of the cold-start seed the student may train on
     text: str | None = None  # kept for seed answers only: training reads them without asking LS
-    distribution: dict[str, float] | None = None  # over the labels, where logprobs or votes gave one
+    # over the labels, where logprobs or votes gave one; "yesno": each label's own P(yes), not summing to 1
+    distribution: dict[str, float] | None = None
 
     def dumps(self) -> str:
         return json.dumps(asdict(self))
@@ -56,9 +60,11 @@ class PreLabel:
 
 def scores_distribution(answer: StoredAnswer) -> bool:
     """Whether the answer's distribution is the model's own over single labels (read from logprobs) and not
-    flat, which the prior and the distribution calibrator apply to; vote shares, label sets and flat
-    distributions keep the top-confidence path."""
-    return answer.method != "votes" and len(answer.labels) == 1 and informative(answer.distribution)
+    flat, which the prior and the distribution calibrator apply to; vote shares, label sets (a yes/no answer
+    of one label too: its P(yes) per label is no distribution over labels) and flat distributions keep the
+    top-confidence path."""
+    single = answer.method not in ("votes", "yesno") and len(answer.labels) == 1
+    return single and informative(answer.distribution)
 
 
 def pre_labels(
@@ -116,11 +122,15 @@ def few_shot_prompts(
     token_budget: int = 600,
     instructions: str = "",
     scored: bool = True,
+    multilabel_scoring: MultiLabelScoring = "json",
 ) -> list[Prompt]:
     """One prompt per text, each with up to `k` human-labelled examples chosen for it; `scored`: answered by
-    the label alone, its distribution read from one token (single-label; multi-label prompts ask for JSON)."""
+    the label alone, its distribution read from one token (single-label), or, multi-label with
+    `multilabel_scoring="yesno"`, by a yes/no question per label (the JSON prompt kept for endpoints
+    without logprobs); multi-label prompts ask for JSON otherwise."""
+    ask = partial(build_prompt, spec, instructions=instructions, scored=scored, multilabel_scoring=multilabel_scoring)
     if k <= 0 or not examples:
-        return [build_prompt(spec, text, instructions=instructions, scored=scored) for text in texts]
+        return [ask(text) for text in texts]
     vectorizer = TfidfVectorizer(sublinear_tf=True, max_features=50_000)
     vectorizer.fit([e.text for e in examples] + list(texts))
     similarity = (vectorizer.transform(texts) @ vectorizer.transform([e.text for e in examples]).T).toarray()
@@ -129,5 +139,5 @@ def few_shot_prompts(
         # a task is never its own example (a text labelled by a human is not pre-labelled, but be sure)
         candidates = [(e, s) for e, s in zip(examples, row, strict=True) if e.text != text]
         shots = select_examples([e for e, _ in candidates], np.array([s for _, s in candidates]), k, token_budget)
-        prompts.append(build_prompt(spec, text, shots, instructions=instructions, scored=scored))
+        prompts.append(ask(text, shots))
     return prompts

@@ -45,6 +45,12 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
 
+def repeated_usage(prompt_tokens: int, completion_tokens: int, requests: int) -> Usage:
+    """The usage of `requests` requests, each of `prompt_tokens` prompt and `completion_tokens` completion
+    tokens (k yes/no questions about one item, k samples of one prompt)."""
+    return Usage(prompt_tokens * requests, completion_tokens * requests, requests)
+
+
 def price_for(model: str, prices: Mapping[str, Price] | None = None, local: bool = False) -> Price:
     """The model's price; a local model is free; an unknown hosted model is an error, not a silent $0."""
     if local:

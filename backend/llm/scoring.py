@@ -12,6 +12,11 @@ where "Negative" is a token of its own, the tokenizer spells "Negative" with it,
 (A, B, C...), which every tokenizer keeps apart: chosen up front when the labels' first words are equal or
 one is a prefix of the other, and on evidence when over 5% of the label mass falls on tokens several keys
 still share (a tokenizer may merge what the text rule does not see).
+
+Multi-label answers may be scored one label at a time (LLM_MULTILABEL_SCORING=yesno; JSON answers by
+default): a yes/no question about each label, after the item, whose first answer token's top logprobs
+give P(yes) (yes_probability); the answer is the set of labels at P(yes) >= 0.5, scored as the
+probability of exactly that set under independent labels (label_set), as the multi-label student decides.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 CODES = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 AMBIGUOUS_LIMIT = 0.05  # share of the label mass on shared tokens above which the keys are switched to codes
@@ -103,3 +109,47 @@ def first_token_distribution(
             mass[i] = floor
     total = sum(mass)
     return Scored({label: m / total for label, m in zip(labels, mass, strict=True)}, shared / named)
+
+
+# -- multi-label: one yes/no question per label --------------------------------------------------------
+
+YES, NO = "yes", "no"
+# how multi-label prompts are answered: one JSON answer (the default), or a yes/no question per label
+MultiLabelScoring = Literal["json", "yesno"]
+
+
+def _yes_or_no(token: str) -> str | None:
+    """Which answer a token is: "yes", "no" (any case, leading space, punctuation after it) or neither."""
+    word = token.strip().casefold()
+    for answer in (YES, NO):
+        if word.startswith(answer) and not word[len(answer) :][:1].isalnum():
+            return answer
+    return None
+
+
+def yes_probability(top: Sequence[tuple[str, float]]) -> float | None:
+    """P(yes) from a yes/no question's first answer token: the top logprobs' "yes" variants ("Yes", " yes",
+    "YES.") summed against the "no" variants, renormalised over the two. One of them not shown gets the
+    least probability shown (no unseen token is likelier); None when neither is shown (no answer)."""
+    mass = {YES: 0.0, NO: 0.0}
+    for token, logprob in top:
+        answer = _yes_or_no(token)
+        if answer is not None:
+            mass[answer] += math.exp(logprob)
+    if mass[YES] <= 0 and mass[NO] <= 0:
+        return None
+    floor = min(math.exp(logprob) for _, logprob in top)
+    yes, no = mass[YES] or floor, mass[NO] or floor
+    return yes / (yes + no)
+
+
+def label_set(p_yes: Sequence[float], labels: Sequence[str]) -> tuple[tuple[str, ...], float]:
+    """The labels at P(yes) >= 0.5 (the likeliest one if none is), and the probability of exactly that set
+    under independent labels: the rule the multi-label student decides by (student.model.decide)."""
+    if not labels or len(p_yes) != len(labels):
+        raise ValueError(f"{len(p_yes)} probabilities for {len(labels)} labels")
+    chosen = [p >= 0.5 for p in p_yes]
+    if not any(chosen):
+        chosen[max(range(len(labels)), key=lambda i: p_yes[i])] = True
+    score = math.prod(p if on else 1.0 - p for p, on in zip(p_yes, chosen, strict=True))
+    return tuple(label for label, on in zip(labels, chosen, strict=True) if on), score

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import Sequence
 
 import pytest
 import redis
 
-from backend.labeling import Example, parse_label_config
+from backend.labeling import Example, TaskSpec, parse_label_config
 from backend.llm.cache import RedisCache
 from backend.llm.client import CircuitBreaker, CircuitOpen, LLMClient, LLMConfig, WaitBudget, attempt_timeout
-from backend.llm.prompts import build_prompt
+from backend.llm.prompts import Prompt, build_prompt, unfenced
 from tests.fixtures.scripted_llm import Raw, Reply, ScriptedLLM, Sleep, Status, json_reply, scored_reply
 from tests.helpers import MULTI, SINGLE
 
@@ -278,3 +280,69 @@ def test_without_logprobs_a_coded_prompt_is_read_by_its_codes(scripted_llm: Scri
     answer = client(scripted_llm, samples=3).annotate(spec, build_prompt(spec, "running shoes", scored=True))
     assert answer.method == "votes" and answer.labels == ("Sportswear",)
     assert answer.distribution == pytest.approx({"Sports": 1 / 3, "Sportswear": 2 / 3})
+
+
+TOPICS = {"Sports": ("football", "match"), "Politics": ("vote", "senate"), "Tech": ("laptop", "chip")}
+
+
+def yes_no_prompt(spec: TaskSpec, text: str, examples: Sequence[Example] = ()) -> Prompt:
+    """A multi-label prompt asked one yes/no question per label (LLM_MULTILABEL_SCORING=yesno)."""
+    return build_prompt(spec, text, examples, scored=True, multilabel_scoring="yesno")
+
+
+def answer_yes_no(body: dict) -> Reply:
+    """P(yes) 0.9 for a label whose topic words the item holds, 0.2 for the others (as yes/no variants)."""
+    content = body["messages"][-1]["content"]
+    label = re.search(r'Does the label "(\w+)" apply', content).group(1)  # type: ignore[union-attr]
+    p = 0.9 if any(word in content for word in TOPICS[label]) else 0.2
+    return scored_reply([("Yes", p * 0.8), (" yes", p * 0.2), ("No", (1 - p) * 0.9), ("no", (1 - p) * 0.1)])
+
+
+def test_a_multi_label_prompt_is_scored_by_one_yes_no_request_per_label(scripted_llm: ScriptedLLM) -> None:
+    spec = parse_label_config(MULTI)
+    scripted_llm.default = answer_yes_no
+    answer = client(scripted_llm).annotate(spec, yes_no_prompt(spec, "football on a laptop"))
+    assert answer.method == "yesno" and answer.labels == ("Sports", "Tech")
+    assert answer.distribution == pytest.approx({"Sports": 0.9, "Politics": 0.2, "Tech": 0.9})
+    assert answer.confidence == pytest.approx(0.9 * 0.8 * 0.9)  # exactly this set, labels independent
+    assert answer.usage.requests == 3 and answer.usage.prompt_tokens == 3 * 50 and answer.usage.completion_tokens == 3
+    requests = scripted_llm.requests
+    assert all(r["max_tokens"] == 1 and r["logprobs"] is True and "response_format" not in r for r in requests)
+    # the three share everything but the question, which comes after the item
+    assert all(r["messages"][:-1] == requests[0]["messages"][:-1] for r in requests)
+    last = [r["messages"][-1]["content"] for r in requests]
+    assert all(c.startswith("<<<TEXT\nfootball on a laptop\nTEXT>>>\n\nDoes the label") for c in last)
+    assert [re.search(r'"(\w+)"', c).group(1) for c in last] == ["Sports", "Politics", "Tech"]  # type: ignore[union-attr]
+
+
+def test_a_multi_label_batch_sends_each_items_questions_together_and_answers_in_order(
+    scripted_llm: ScriptedLLM,
+) -> None:
+    spec = parse_label_config(MULTI)
+    texts = ["the senate vote", "a new chip", "the match on a laptop", "a football match"]
+    shots = [[Example(1, "a vote", ("Politics",))], []]
+    prompts = [yes_no_prompt(spec, text, shots[i % 2]) for i, text in enumerate(texts)]
+    scripted_llm.default = answer_yes_no
+    progress: list[int] = []
+    answers = client(scripted_llm, concurrency=1).annotate_many(spec, prompts, lambda d, n: progress.append(d))
+    assert [a.labels for a in answers] == [("Politics",), ("Tech",), ("Sports", "Tech"), ("Sports",)]
+    assert progress == [1, 2, 3, 4] and len(scripted_llm.requests) == 12
+    items = [unfenced(r["messages"][-1]["content"].split("\n\nDoes the label")[0]) for r in scripted_llm.requests]
+    assert [items[i] for i in range(0, 12, 3)] == [items[i + 1] for i in range(0, 12, 3)] == \
+        [items[i + 2] for i in range(0, 12, 3)]  # fmt: skip
+    assert set(items) == set(texts)
+
+
+def test_without_logprobs_a_multi_label_prompt_falls_back_to_its_json_prompt(scripted_llm: ScriptedLLM) -> None:
+    spec = parse_label_config(MULTI)
+    scripted_llm.push(Reply("yes"), *[Reply('{"labels": ["Sports"]}')] * 3, Reply('{"labels": ["Sports", "Tech"]}'))
+    llm = client(scripted_llm)
+    answer = llm.annotate(spec, yes_no_prompt(spec, "football on a laptop"))
+    assert answer.method == "votes" and answer.labels == ("Sports",) and answer.confidence == pytest.approx(0.75)
+    assert answer.usage.requests == 5  # the one question that found no logprobs, then 4 samples of the JSON prompt
+    json_requests = scripted_llm.requests[1:]
+    assert all('"labels"' in r["messages"][0]["content"] and "response_format" in r for r in json_requests)
+    # from then on the client asks no more questions: a batch goes straight to the JSON prompt
+    scripted_llm.default = Reply('{"labels": ["Politics"]}')
+    [again] = llm.annotate_many(spec, [yes_no_prompt(spec, "the senate vote")])
+    assert again is not None and again.labels == ("Politics",) and again.usage.requests == 4

@@ -29,7 +29,7 @@ from backend.llm.client import LLMClient, LLMConfig
 from backend.llm.cost import FREE, Price
 from backend.settings import Settings
 from backend.student import ModelStore
-from tests.fixtures.scripted_llm import Reply, ScriptedLLM, Sleep, Status, json_reply
+from tests.fixtures.scripted_llm import Reply, ScriptedLLM, Sleep, Status, json_reply, scored_reply
 from tests.helpers import MULTI, NEGATIVE, POSITIVE, SINGLE, choice
 
 pytestmark = pytest.mark.integration
@@ -322,6 +322,77 @@ def test_a_multi_label_project_is_ranked_and_stopped_on_whole_label_sets(job, re
     run_ranking(12, ctx, "entropy", 5)
     stabilizing = next(s for s in stop_signals(redis_conn, 12) if s["name"] == "stabilizing_predictions")
     assert stabilizing["value"] == 1.0 and stabilizing["triggered"]
+
+
+def answer_by_topic(body: dict[str, Any]) -> Reply:
+    """Answers a yes/no question about one topic like a fair model: yes where the story has its words."""
+    item, question = body["messages"][-1]["content"].split("\n\nDoes the label ")
+    label = question.split('"')[1]
+    p = 0.85 if any(words in item for words in TOPIC_WORDS[label]) else 0.1
+    return scored_reply([(" Yes", p), ("No", 1 - p)])
+
+
+def test_a_multi_label_project_is_pre_labelled_by_one_yes_no_question_per_label(
+    job, scripted_llm: ScriptedLLM, redis_conn: redis.Redis
+) -> None:
+    ls = MultiLabelStudio(30, labelled=6)
+    scripted_llm.default = answer_by_topic
+    ctx = job(ls, llm_seed_size=0, llm_multilabel_scoring="yesno")
+    result = run_preannotation(14, ctx, client(scripted_llm, redis_conn), Price(1.0, 1000.0))
+    assert result["status"] == "done" and result["annotated"] == 24 and result["failed"] == 0
+    requests = scripted_llm.requests
+    assert len(requests) == 24 * 3 and all(r["max_tokens"] == 1 and "response_format" not in r for r in requests)
+    # human labels are few-shot turns asked one label each; the item and then its question come last
+    first = requests[0]["messages"]
+    assert [m["role"] for m in first] == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert {m["content"] for m in first if m["role"] == "assistant"} <= {"yes", "no"}
+    assert first[-1]["content"].startswith("<<<TEXT") and first[-1]["content"].endswith("Answer yes or no.")
+    # each task's prediction is its whole topic set, scored as the probability of exactly that set
+    predicted = {p["task"]: (tuple(p["result"][0]["value"]["choices"]), p["score"]) for b in ls.imported for p in b}
+    assert set(predicted) == set(range(7, 31))
+    for task, (labels, score) in predicted.items():
+        expected = tuple(label for label in ("Sports", "Politics", "Tech") if label in ls.truth[task])
+        assert labels == expected
+        assert score == pytest.approx(0.85 ** len(labels) * 0.9 ** (3 - len(labels)), abs=1e-6)
+    answers = llm_answers.all_answers(redis_conn, 14)
+    assert {a.method for a in answers.values()} == {"yesno"}
+    assert all(a.distribution and set(a.distribution) == {"Sports", "Politics", "Tech"} for a in answers.values())
+    # every question counts its prompt and its one completion token
+    spend = stats.llm_spend(redis_conn, 14)
+    assert spend["requests"] == 72 and spend["prompt_tokens"] == 72 * 50 and spend["completion_tokens"] == 72
+
+
+def answer_topics_in_json(body: dict[str, Any]) -> Reply:
+    """Answers a JSON multi-label prompt with the story's topics, with logprobs as a scoring endpoint gives."""
+    item = body["messages"][-1]["content"]
+    answer = json.dumps({"labels": [label for label, words in TOPIC_WORDS.items() if any(w in item for w in words)]})
+    return Reply(answer, [(answer, 0.8, [(answer, 0.8)])], completion_tokens=12)
+
+
+def test_by_default_a_multi_label_project_is_pre_labelled_by_json_answers_even_with_logprobs(
+    job, scripted_llm: ScriptedLLM, redis_conn: redis.Redis
+) -> None:
+    ls = MultiLabelStudio(30, labelled=6)
+    scripted_llm.default = answer_topics_in_json
+    ctx = job(ls, llm_seed_size=0)
+    assert ctx.settings.llm_multilabel_scoring == "json"
+    result = run_preannotation(15, ctx, client(scripted_llm, redis_conn), Price(1.0, 1000.0))
+    assert result["status"] == "done" and result["annotated"] == 24 and result["failed"] == 0
+    # one JSON request per task, logprobs asked for and given, and no yes/no question anywhere
+    requests = scripted_llm.requests
+    assert len(requests) == 24
+    assert all(r["logprobs"] is True and "response_format" in r and r["max_tokens"] == 64 for r in requests)
+    assert all('"labels"' in r["messages"][0]["content"] for r in requests)
+    assert not any("Does the label" in m["content"] or m["content"] in ("yes", "no")
+                   for r in requests for m in r["messages"])  # fmt: skip
+    predicted = {p["task"]: tuple(p["result"][0]["value"]["choices"]) for b in ls.imported for p in b}
+    assert set(predicted) == set(range(7, 31))
+    for task, labels in predicted.items():
+        assert labels == tuple(label for label in ("Sports", "Politics", "Tech") if label in ls.truth[task])
+    answers = llm_answers.all_answers(redis_conn, 15)
+    assert {a.method for a in answers.values()} == {"logprobs"}
+    assert all(a.confidence == pytest.approx(0.8) for a in answers.values())
+    assert stats.llm_spend(redis_conn, 15)["requests"] == 24
 
 
 def test_ranking_refuses_a_project_whose_queue_is_off_and_leaves_label_studio_alone(

@@ -10,12 +10,21 @@ import pytest
 from backend.jobs.preannotate import estimated_usage
 from backend.labeling import Example, parse_label_config
 from backend.labeling.predictions import predict_tasks
-from backend.llm.annotator import StoredAnswer, few_shot_prompts, pre_label, pre_labels, prediction_item
+from backend.llm.annotator import (
+    StoredAnswer,
+    few_shot_prompts,
+    pre_label,
+    pre_labels,
+    prediction_item,
+    scores_distribution,
+)
 from backend.llm.calibration import Calibrator, cross_calibrated, expected_calibration_error
 from backend.llm.checks import llm_checks
-from backend.llm.client import LLMClient, LLMConfig
+from backend.llm.client import LLMClient, LLMConfig, YesNo, yes_no_answer
+from backend.llm.cost import Usage
 from backend.llm.routing import AUTO_ACCEPT, REVIEW
 from backend.selection.diversity import k_center_greedy, text_features
+from backend.settings import Settings
 from backend.student import StudentModel
 from tests.helpers import MULTI, NEGATIVE, POSITIVE, SINGLE
 
@@ -163,6 +172,53 @@ def test_a_batch_estimate_counts_the_completion_tokens_each_request_asks_for() -
     assert estimated_usage(client, SPEC, few_shot_prompts(SPEC, POSITIVE[1:3], examples, scored=False)) \
         .completion_tokens == 2 * 64  # fmt: skip
     multi = parse_label_config(MULTI)
-    assert estimated_usage(client, multi, few_shot_prompts(multi, POSITIVE[1:2], [])).completion_tokens == 64
+    asked = few_shot_prompts(multi, POSITIVE[1:3], examples[:1], k=1, multilabel_scoring="yesno")
+    # multi-label, yes/no: a one-token request per label (3), each sending the whole prompt
+    assert estimated_usage(client, multi, asked) == Usage(3 * sum(p.estimated_tokens for p in asked), 2 * 3, 2 * 3)
+    # multi-label by default: one JSON request for `max_tokens`, scored or not
+    as_json = few_shot_prompts(multi, POSITIVE[1:2], [])
+    assert estimated_usage(client, multi, as_json) == Usage(as_json[0].estimated_tokens, 64, 1)
     client._logprobs = False  # what an endpoint that refused logprobs leaves: each prompt is sampled 5 times
-    assert estimated_usage(client, SPEC, scored).completion_tokens == 3 * 5 * 64
+    assert estimated_usage(client, SPEC, scored) == Usage(5 * sum(p.estimated_tokens for p in scored), 3 * 5 * 64,
+                                                          3 * 5)  # fmt: skip
+    json_tokens = sum(p.fallback.estimated_tokens for p in asked if p.fallback)
+    assert estimated_usage(client, multi, asked) == Usage(5 * json_tokens, 2 * 5 * 64, 2 * 5)  # the JSON prompt
+
+
+def test_llm_multilabel_scoring_chooses_json_or_yes_no_prompts_for_multi_label_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    multi = parse_label_config(MULTI)
+    examples = [Example(1, POSITIVE[0], ("Sports",))]
+    assert Settings().llm_multilabel_scoring == "json"
+    [as_json] = few_shot_prompts(multi, POSITIVE[1:2], examples, multilabel_scoring=Settings().llm_multilabel_scoring)
+    assert as_json.questions == () and as_json.fallback is None and '"labels"' in as_json.messages[0]["content"]
+    monkeypatch.setenv("LLM_MULTILABEL_SCORING", "yesno")
+    chosen = Settings().llm_multilabel_scoring
+    [yes_no] = few_shot_prompts(multi, POSITIVE[1:2], examples, multilabel_scoring=chosen)
+    assert chosen == "yesno" and len(yes_no.questions) == 3 and yes_no.fallback is not None
+    # single-label prompts are scored by their first token either way
+    [single] = few_shot_prompts(SPEC, POSITIVE[1:2], [], multilabel_scoring=chosen)
+    assert single.questions == () and single.keys
+    monkeypatch.setenv("LLM_MULTILABEL_SCORING", "maybe")
+    with pytest.raises(ValueError, match="llm_multilabel_scoring"):
+        Settings()
+
+
+def test_a_yes_no_answer_decides_a_set_and_never_feeds_the_single_label_distribution_path() -> None:
+    multi = parse_label_config(MULTI)
+    asked = [YesNo(p, Usage(40, 1, 1), t) for p, t in ((0.8, "yes"), (0.3, "no"), (0.6, "Yes"))]
+    answer = yes_no_answer(multi, asked)
+    assert answer is not None and answer.method == "yesno" and answer.labels == ("Sports", "Tech")
+    assert answer.confidence == pytest.approx(0.8 * 0.7 * 0.6)
+    assert answer.distribution == pytest.approx({"Sports": 0.8, "Politics": 0.3, "Tech": 0.6})
+    assert answer.usage == Usage(120, 3, 3) and answer.texts == ["yes", "no", "Yes"]
+    unanswered = yes_no_answer(multi, [*asked[:2], YesNo(None, Usage(40, 1, 1), "The")])
+    assert unanswered is not None and unanswered.labels is None and "Tech" in (unanswered.error or "")
+    failed = yes_no_answer(multi, [*asked[:2], YesNo(None, Usage(), "", error="APITimeoutError: slow")])
+    assert failed is not None and failed.labels is None and failed.error == "APITimeoutError: slow"
+    assert yes_no_answer(multi, [YesNo(None, Usage(40, 1, 1), "yes", no_logprobs=True)]) is None  # JSON instead
+    # one label chosen, but its P(yes) per label is no distribution over labels to divide a prior out of
+    single = StoredAnswer(("Sports",), 0.5, "yesno", "m", distribution={"Sports": 0.9, "Politics": 0.2, "Tech": 0.1})
+    assert not scores_distribution(single)
+    assert scores_distribution(StoredAnswer(("Sports",), 0.9, "scored", "m", distribution={"Sports": 0.9, "Tech": 0.1}))

@@ -1,15 +1,26 @@
-"""Scoring labels from the first answer token: token -> label mapping, collisions, floors, renormalisation."""
+"""Scoring labels from the first answer token: token -> label mapping, collisions, floors, renormalisation;
+multi-label: P(yes) per label and the label set it decides."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from backend.labeling import Example, parse_label_config
 from backend.llm.client import prefix_order
-from backend.llm.prompts import build_prompt
-from backend.llm.scoring import answer_keys, first_token_distribution, key_matches, names_collide, scoreable
+from backend.llm.prompts import build_prompt, yes_no_question
+from backend.llm.scoring import (
+    answer_keys,
+    first_token_distribution,
+    key_matches,
+    label_set,
+    names_collide,
+    scoreable,
+    yes_probability,
+)
+from backend.student.model import decide
 
 LABELS = ("Positive", "Negative", "Neutral")
 
@@ -107,10 +118,65 @@ def test_colliding_label_names_are_scored_by_codes_from_the_start() -> None:
     assert "Answer with the letter of the label only" in prompt.messages[0]["content"]
 
 
-def test_multi_label_prompts_stay_json_when_scoring_is_asked() -> None:
+def test_a_multi_label_prompt_asks_one_yes_no_question_per_label_after_the_item() -> None:
+    spec = parse_label_config(CONFIG.replace('choice="single"', 'choice="multiple"'))
+    shots = [Example(1, "a match", ("Sports",)), Example(2, "a phone", ("Tech",))]
+    prompt = build_prompt(spec, "a new running shoe", shots, scored=True, multilabel_scoring="yesno")
+    assert prompt.keys == () and prompt.questions == tuple(yes_no_question(label) for label in spec.labels)
+    system = prompt.messages[0]["content"]
+    assert "- Sports: games" in system and "- Sportswear" in system and "Answer yes or no only" in system
+    # each example is asked about one label, alternately one it has (yes) and one it lacks (no)
+    turns = prompt.messages[1:-1]
+    assert [m["content"] for m in turns if m["role"] == "assistant"] == ["yes", "no"]
+    assert turns[0]["content"].endswith(yes_no_question("Sports")) and turns[2]["content"].endswith(
+        yes_no_question("Sports"))  # fmt: skip
+    # the k requests about one item share everything up to the question, which comes last
+    asked = [prompt.asking(i) for i in range(3)]
+    assert all(a[:-1] == prompt.messages[:-1] for a in asked)
+    assert [a[-1]["content"] for a in asked] == [f"{prompt.messages[-1]['content']}\n\n{q}" for q in prompt.questions]
+    assert asked[0][-1]["content"].startswith("<<<TEXT\na new running shoe\nTEXT>>>")
+    # without logprobs the same item is asked for JSON, as before
+    fallback = prompt.fallback
+    assert fallback is not None and fallback.questions == () and '"labels"' in fallback.messages[0]["content"]
+    assert fallback.messages[-1] == prompt.messages[-1]
+    assert build_prompt(spec, "text").questions == ()  # not scored: the JSON prompt itself
+
+
+def test_multi_label_prompts_stay_json_when_scoring_is_asked_by_default() -> None:
     spec = parse_label_config(CONFIG.replace('choice="single"', 'choice="multiple"'))
     prompt = build_prompt(spec, "text", scored=True)
-    assert prompt.keys == () and '"labels"' in prompt.messages[0]["content"]
+    assert prompt.keys == () and prompt.questions == () and prompt.fallback is None
+    assert '"labels"' in prompt.messages[0]["content"] and prompt == build_prompt(spec, "text")
+
+
+def test_p_yes_sums_case_space_and_punctuation_variants_and_renormalises_over_yes_and_no() -> None:
+    shown = top(("Yes", 0.5), (" yes", 0.1), ("YES.", 0.05), ("No", 0.2), (" no", 0.05), ("The", 0.1))
+    assert yes_probability(shown) == pytest.approx(0.65 / 0.9)
+    # words that only start with the letters are neither answer
+    assert yes_probability(top(("yesterday", 0.6), ("Yes", 0.2), ("Nope", 0.1), ("No", 0.1))) == pytest.approx(
+        2 / 3)  # fmt: skip
+
+
+def test_p_yes_floors_the_answer_not_shown_and_is_none_when_neither_is() -> None:
+    assert yes_probability(top(("Yes", 0.9), ("Maybe", 0.02), ("I", 0.01))) == pytest.approx(0.9 / 0.91)
+    assert yes_probability(top(("no", 0.7), ("Not", 0.05))) == pytest.approx(0.05 / 0.75)
+    assert yes_probability(top(("The", 0.7), ("Sports", 0.2))) is None
+
+
+def test_a_label_set_is_every_label_at_half_or_more_scored_as_that_exact_set() -> None:
+    labels = ("a", "b", "c")
+    assert label_set([0.9, 0.5, 0.2], labels) == (("a", "b"), pytest.approx(0.9 * 0.5 * 0.8))
+    assert label_set([0.1, 0.4, 0.3], labels) == (("b",), pytest.approx(0.9 * 0.4 * 0.7))  # none: the likeliest
+    with pytest.raises(ValueError):
+        label_set([0.5], labels)
+
+
+def test_a_label_set_is_decided_as_the_multi_label_student_decides() -> None:
+    rng = np.random.default_rng(0)
+    labels = ("a", "b", "c", "d")
+    for row in rng.random((200, 4)) ** 2:
+        decided = decide(row, labels, multi_label=True)
+        assert label_set(list(row), labels) == (decided.labels, pytest.approx(decided.score))
 
 
 def test_a_shared_prefix_token_goes_to_the_label_not_shown_whole() -> None:
