@@ -32,7 +32,8 @@ def test_run_serves_queues_and_stops_what_it_started(tmp_path: Path) -> None:
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     try:
         url = f"http://127.0.0.1:{port}"
-        # generous: on a loaded machine the first /health waits for the encoder's warm-up (CI saw a 2 s read time out)
+        # generous: the first /health waits for the server worker to load the app and warm the encoder, which
+        # took longer than a 2 s read on a loaded CI machine
         wait_for(lambda: requests.get(f"{url}/health", timeout=10).ok, timeout=180, what="lsal run")
         assert embedded_redis_running(tmp_path / "data" / "redis")
         queued = requests.post(f"{url}/webhook", json={"action": "START_TRAINING", "project": {"id": 5}}, timeout=5)
@@ -124,7 +125,8 @@ def test_run_restarts_a_dead_worker_and_the_server_never_stops(tmp_path: Path, r
                                    stderr=subprocess.STDOUT)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        # generous: on a loaded machine the first /health waits for the encoder's warm-up (CI saw a 2 s read time out)
+        # generous: the first /health waits for the server worker to load the app and warm the encoder, which
+        # took longer than a 2 s read on a loaded CI machine
         wait_for(lambda: requests.get(f"{url}/health", timeout=10).ok, timeout=180, what="lsal run")
 
         def worker_pid() -> int | None:
