@@ -68,8 +68,16 @@ def _word_features(word: str) -> dict[str, Any]:
         "hashtag": word.startswith("#") and len(word) > 1,
         "url": bool(_URL.match(word)),
     }
-    features: dict[str, Any] = {"w": lower, "core": core, "shape": _shape(word), "p2": core[:2], "p3": core[:3],
-                                "s2": core[-2:], "s3": core[-3:], "s4": core[-4:]}  # fmt: skip
+    features: dict[str, Any] = {
+        "w": lower,
+        "core": core,
+        "shape": _shape(word),
+        "p2": core[:2],
+        "p3": core[:3],
+        "s2": core[-2:],
+        "s3": core[-3:],
+        "s4": core[-4:],
+    }
     features.update({name: True for name, on in flags.items() if on})
     return features
 
@@ -217,8 +225,9 @@ def _batches(lengths: Sequence[int]) -> list[np.ndarray]:
     return [order[i : i + _BATCH] for i in range(0, len(order), _BATCH)]
 
 
-def sequence_nll(emissions: Sequence[np.ndarray], transitions: np.ndarray, gold: Sequence[np.ndarray],
-                 temperature: float) -> float:  # fmt: skip
+def sequence_nll(
+    emissions: Sequence[np.ndarray], transitions: np.ndarray, gold: Sequence[np.ndarray], temperature: float
+) -> float:
     """Mean negative log-likelihood of the gold tag paths with every potential divided by `temperature`."""
     total = 0.0
     for batch in _batches([len(e) for e in emissions]):
@@ -314,8 +323,9 @@ class CRFStudent(BaseEstimator):
         return texts, spans
 
     def _train(self, features: Sequence[list[dict[str, Any]]], tags: Sequence[list[str]]) -> sklearn_crfsuite.CRF:
-        crf = sklearn_crfsuite.CRF(algorithm="lbfgs", c1=self.c1, c2=self.c2, max_iterations=self.max_iterations,
-                                   all_possible_transitions=True)  # fmt: skip
+        crf = sklearn_crfsuite.CRF(
+            algorithm="lbfgs", c1=self.c1, c2=self.c2, max_iterations=self.max_iterations, all_possible_transitions=True
+        )
         kept = [i for i, row in enumerate(features) if row]
         crf.fit([features[i] for i in kept], [tags[i] for i in kept])
         return crf
@@ -329,8 +339,9 @@ class CRFStudent(BaseEstimator):
         emissions, gold, transitions = [], [], []
         splitter = KFold(n_splits=int(self.folds), shuffle=True, random_state=self.random_state)
         for train, held in splitter.split(usable):
-            fold = Potentials.from_crf(self._train([features[usable[i]] for i in train],
-                                                   [tags[usable[i]] for i in train]))  # fmt: skip
+            fold = Potentials.from_crf(
+                self._train([features[usable[i]] for i in train], [tags[usable[i]] for i in train])
+            )
             column = {tag: k for k, tag in enumerate(fold.tags)}
             # a tag this fold never saw has no potential to score its text with
             rows = [usable[i] for i in held if all(tag in column for tag in tags[usable[i]])]
@@ -366,29 +377,42 @@ class CRFStudent(BaseEstimator):
             for j, i in enumerate(batch):
                 n = int(lengths[j])
                 marginals = np.exp(alpha[j, :n] + beta[j, :n] - log_z[j])
-                outputs[i] = self._output(texts[i], tokens[i], paths[j], marginals,
-                                          _SpanLattice(padded[j, :n], transitions, alpha[j, :n], beta[j, :n], log_z[j]),
-                                          float(best[j]) if n else 0.0)  # fmt: skip
+                outputs[i] = self._output(
+                    texts[i],
+                    tokens[i],
+                    paths[j],
+                    marginals,
+                    _SpanLattice(padded[j, :n], transitions, alpha[j, :n], beta[j, :n], log_z[j]),
+                    float(best[j]) if n else 0.0,
+                )
         return [o for o in outputs if o is not None]
 
     def predict(self, texts: Sequence[str]) -> list[list[Span]]:
         """Each text's predicted spans, each with its confidence as `score`."""
         return [output.spans for output in self.analyse(texts)]
 
-    def _output(self, text: str, tokens: list[Token], path: np.ndarray, marginals: np.ndarray,
-                lattice: _SpanLattice, sequence_logprob: float) -> SequenceOutput:  # fmt: skip
+    def _output(
+        self,
+        text: str,
+        tokens: list[Token],
+        path: np.ndarray,
+        marginals: np.ndarray,
+        lattice: _SpanLattice,
+        sequence_logprob: float,
+    ) -> SequenceOutput:
         tags = [self.tags_[k] for k in path]
         spans, _ = bio_to_spans(text, tokens, tags)
-        token_at = {token.start: i for i, token in enumerate(tokens)}
+        starting_at = {token.start: i for i, token in enumerate(tokens)}
+        ending_at = {token.end: i for i, token in enumerate(tokens)}
         scored = []
         for span in spans:
-            first = token_at[span.start]
-            last = first + sum(1 for token in tokens[first:] if token.end <= span.end) - 1
+            first, last = starting_at[span.start], ending_at[span.end]
             scored.append(span.with_score(self._confidence(span.label, first, last, path, marginals, lattice)))
         return SequenceOutput(tokens, tags, scored, marginals, sequence_logprob)
 
-    def _confidence(self, label: str, first: int, last: int, path: np.ndarray, marginals: np.ndarray,
-                    lattice: _SpanLattice) -> float:  # fmt: skip
+    def _confidence(
+        self, label: str, first: int, last: int, path: np.ndarray, marginals: np.ndarray, lattice: _SpanLattice
+    ) -> float:
         steps = np.arange(first, last + 1)
         own = marginals[steps, path[steps]]
         if self.span_confidence == "product":
@@ -411,8 +435,9 @@ def _fit_fold_temperature(
         for fold, fold_transitions in enumerate(transitions):
             rows = [i for i, (_, f) in enumerate(emissions) if f == fold]
             if rows:
-                mean = sequence_nll([emissions[i][0] for i in rows], fold_transitions, [gold[i] for i in rows],
-                                    float(np.exp(log_t)))  # fmt: skip
+                mean = sequence_nll(
+                    [emissions[i][0] for i in rows], fold_transitions, [gold[i] for i in rows], float(np.exp(log_t))
+                )
                 total, count = total + mean * len(rows), count + len(rows)
         return total / max(1, count)
 
@@ -463,5 +488,6 @@ class _SpanLattice:
         if last == len(self.emissions) - 1:
             return 0.0
         after = [k for k in range(self.emissions.shape[1]) if k != inside]
-        return float(logsumexp(self.transitions[previous, after] + self.emissions[last + 1, after]
-                               + self.beta[last + 1, after]))  # fmt: skip
+        return float(
+            logsumexp(self.transitions[previous, after] + self.emissions[last + 1, after] + self.beta[last + 1, after])
+        )
