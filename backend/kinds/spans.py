@@ -52,7 +52,7 @@ class SpanSpec:
     to_name: str
     data_key: str
     labels: tuple[str, ...]
-    descriptions: tuple[tuple[str, str], ...] = ()  # (label, its `hint`, else its `alias`)
+    descriptions: tuple[tuple[str, str], ...] = ()  # (label, its `hint`, else the value an alias stands for)
 
     def text_of(self, task_data: dict) -> str | None:
         """The task's text, or None when the configured field is missing or not text."""
@@ -74,12 +74,18 @@ def _labels_controls(interface: LabelInterface) -> Iterable[tuple[Any, Any, str]
 
 
 def _descriptions(control: Any) -> tuple[tuple[str, str], ...]:
-    # `background` is a colour, not a meaning: it is not a description
-    return tuple(
-        (label, str(attrs.attr.get("hint") or attrs.attr.get("alias")))
-        for label, attrs in (control.labels_attrs or {}).items()
-        if attrs.attr.get("hint") or attrs.attr.get("alias")
-    )
+    """(label, description) from each <Label>'s `hint`, else, for an aliased label, the value it shows.
+
+    LS stores a label's `alias` in results when it has one, so the SDK (and the spec) name labels by it.
+    `background` is a colour, not a meaning: it is not read.
+    """
+    found = []
+    for label, attrs in (control.labels_attrs or {}).items():
+        shown = str(attrs.attr.get("value") or "")
+        description = attrs.attr.get("hint") or (shown if shown and shown != label else "")
+        if description:
+            found.append((label, str(description)))
+    return tuple(found)
 
 
 class SpanStudent:
