@@ -12,7 +12,7 @@ The jobs, the routes and `lsal-ops` ask the registry, never a kind's module:
 - `kind_for(label_config)`: the kind that serves a config (the first registered that recognises it);
 - `parse(label_config)`: that kind's spec;
 - `kind_of(spec)`: the kind a parsed spec belongs to, for code that holds only the spec;
-- `not_predicted(label_config)`: the controls of a served config that no served kind will fill (a
+- `not_predicted(label_config, spec)`: the controls of a served config that no served kind will fill (a
   <Labels> beside the <Choices> classification predicts), for /validate to say so.
 
 Adding a kind is adding a module here that implements TaskKind and registering it in KINDS. A config
@@ -29,7 +29,7 @@ from typing import Any
 from backend.kinds.base import Spec, TaskKind, prediction_item
 from backend.kinds.classification import CLASSIFICATION
 from backend.kinds.spans import SPANS
-from backend.labeling.config import label_interface, no_supported_control
+from backend.labeling.config import UnsupportedLabelConfig, label_interface, no_supported_control
 
 KINDS: tuple[TaskKind[Any, Any], ...] = (CLASSIFICATION,)
 PENDING: tuple[TaskKind[Any, Any], ...] = (SPANS,)
@@ -50,17 +50,22 @@ def kind_for(label_config: str) -> TaskKind[Any, Any]:
     raise refusal
 
 
-def not_predicted(label_config: str) -> list[str]:
-    """A line for each control of a pending kind in a config a served kind serves: it will not be filled."""
+def not_predicted(label_config: str, spec: Spec) -> list[str]:
+    """A line for each control of a pending kind in a config `spec` was parsed from: it will not be filled.
+
+    One more parse of the config, and a pending kind's own parse only where it recognises a control.
+    """
     interface = label_interface(label_config)
-    served = kind_for(label_config)
-    filled = served.parse(label_config).from_name
+    served = kind_of(spec)
     lines = []
     for kind in PENDING:
         if kind.recognises(interface):
-            control = kind.parse(label_config).from_name
-            lines.append(f"the {kind.predicts} {control!r} is not predicted: this backend fills the "
-                         f"{served.predicts} {filled!r} only")  # fmt: skip
+            try:
+                control = repr(kind.parse(label_config).from_name)
+            except UnsupportedLabelConfig as exc:  # unusable as well as unserved: say both
+                control = f"({exc})"
+            lines.append(f"the {kind.predicts} {control} is not predicted: this backend fills the "
+                         f"{served.predicts} {spec.from_name!r} only")  # fmt: skip
     return lines
 
 

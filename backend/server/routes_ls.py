@@ -48,8 +48,7 @@ def setup() -> Response:
     schema = body.get("schema")
     unfilled: list[str] = []
     if schema is not None:  # a config we cannot serve is refused at connect time, with the reason
-        backend.label_configs.remember(ref.id, schema)
-        unfilled = kinds.not_predicted(schema)
+        unfilled = kinds.not_predicted(schema, backend.label_configs.remember(ref.id, schema))
     if ref.uid and backend.store.bind_project_uid(ref.id, ref.uid):
         backend.registry.forget(ref.id)
         backend.forget_project_later(ref.id)

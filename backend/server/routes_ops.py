@@ -27,7 +27,7 @@ routes = Blueprint("ops", __name__)
 def validate() -> Response:
     config = json_body().get("config")
     spec = current_backend().label_configs.spec(config)
-    unfilled = kinds.not_predicted(config)
+    unfilled = kinds.not_predicted(config, spec)
     extra = {"not_predicted": unfilled, "message": "; ".join(unfilled)} if unfilled else {}
     return jsonify(status="ok", **kinds.kind_of(spec).describe(spec), **extra)
 

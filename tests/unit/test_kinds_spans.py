@@ -81,10 +81,15 @@ def test_choices_beside_labels_is_classification_and_the_labels_control_is_repor
     assert SPANS.recognises(label_interface(CHOICES_AND_LABELS))
     assert kinds.kind_for(CHOICES_AND_LABELS) is CLASSIFICATION
     assert kinds.parse(CHOICES_AND_LABELS).from_name == "sentiment"
-    assert kinds.not_predicted(CHOICES_AND_LABELS) == [
+    assert kinds.not_predicted(CHOICES_AND_LABELS, kinds.parse(CHOICES_AND_LABELS)) == [
         "the <Labels> on a <Text> object 'ner' is not predicted: this backend fills the "
         "<Choices> on a <Text> object 'sentiment' only"
     ]
+    empty_labels = CHOICES_AND_LABELS.replace('<Label value="PER"/>', "")
+    [line] = kinds.not_predicted(empty_labels, kinds.parse(empty_labels))
+    assert "(<Labels name='ner'> needs at least one <Label> value) is not predicted" in line
+    single = (ROOT / "label_configs" / "text_classification_single.xml").read_text()
+    assert kinds.not_predicted(single, kinds.parse(single)) == []
 
 
 def test_the_span_kind_is_pending_until_its_jobs_are_wired() -> None:
