@@ -69,12 +69,14 @@ def test_the_shipped_ner_template_is_a_span_config() -> None:
     assert dict(spec.descriptions)["PER"] == "a person, real or fictional"
 
 
-def test_labels_on_a_non_text_object_is_not_a_span_config() -> None:
-    assert not SPANS.recognises(label_interface(LABELS_ON_IMAGE))
+# HyperText regions are XPath ranges with offsets into DOM nodes, not into the task text
+@pytest.mark.parametrize("config", [LABELS_ON_IMAGE, LABELS_ON_IMAGE.replace("Image", "HyperText")])
+def test_labels_on_a_non_text_object_is_not_a_span_config(config: str) -> None:
+    assert not SPANS.recognises(label_interface(config))
     with pytest.raises(UnsupportedLabelConfig, match="predicts <Labels> on a <Text> object"):
-        SPANS.parse(LABELS_ON_IMAGE)
+        SPANS.parse(config)
     with pytest.raises(UnsupportedLabelConfig, match=r"the config has <Labels name='ner'>$"):
-        kinds.kind_for(LABELS_ON_IMAGE)
+        kinds.kind_for(config)
 
 
 def test_choices_beside_labels_is_classification_and_the_labels_control_is_reported_not_predicted() -> None:
