@@ -8,7 +8,7 @@ from typing import Any
 import redis
 from flask import Blueprint, Response, jsonify, request
 
-from backend import __version__
+from backend import __version__, kinds
 from backend.jobs.queue import PREANNOTATE, TRAIN
 from backend.jobs.state import ProjectState
 from backend.labeling.predictions import predict_tasks, task_ids
@@ -46,8 +46,9 @@ def setup() -> Response:
     body = json_body()
     ref = project_ref(body.get("project"))
     schema = body.get("schema")
+    unfilled: list[str] = []
     if schema is not None:  # a config we cannot serve is refused at connect time, with the reason
-        backend.label_configs.remember(ref.id, schema)
+        unfilled = kinds.not_predicted(schema, backend.label_configs.remember(ref.id, schema))
     if ref.uid and backend.store.bind_project_uid(ref.id, ref.uid):
         backend.registry.forget(ref.id)
         backend.forget_project_later(ref.id)
@@ -55,7 +56,8 @@ def setup() -> Response:
                     ref.uid)  # fmt: skip
     if body.get("hostname") and body.get("access_token"):
         backend.remember_ls_access(ref.id, str(body["hostname"]), str(body["access_token"]))
-    return jsonify(model_version=backend.store.prediction_version(ref.id) or UNTRAINED)
+    extra = {"not_predicted": unfilled} if unfilled else {}
+    return jsonify(model_version=backend.store.prediction_version(ref.id) or UNTRAINED, **extra)
 
 
 @routes.post("/predict")

@@ -25,8 +25,11 @@ routes = Blueprint("ops", __name__)
 
 @routes.post("/validate")
 def validate() -> Response:
-    spec = current_backend().label_configs.spec(json_body().get("config"))
-    return jsonify(status="ok", **kinds.kind_of(spec).describe(spec))
+    config = json_body().get("config")
+    spec = current_backend().label_configs.spec(config)
+    unfilled = kinds.not_predicted(config, spec)
+    extra = {"not_predicted": unfilled, "message": "; ".join(unfilled)} if unfilled else {}
+    return jsonify(status="ok", **kinds.kind_of(spec).describe(spec), **extra)
 
 
 @routes.post("/preannotate")

@@ -270,3 +270,31 @@ def test_half_configured_basic_auth_is_refused(tmp_path: Path, half: dict[str, s
     line = settings_error(caught.value)
     assert "\n" not in line and "set both for basic auth, or neither" in line
     assert ("BASIC_AUTH_PASS is not" if "basic_auth_user" in half else "BASIC_AUTH_USER is not") in line
+
+
+CHOICES_AND_LABELS = """<View>
+  <Text name="text" value="$text"/>
+  <Choices name="sentiment" toName="text"><Choice value="Positive"/><Choice value="Negative"/></Choices>
+  <Labels name="ner" toName="text"><Label value="PER"/></Labels>
+</View>"""
+
+
+def test_validate_and_setup_say_a_labels_control_beside_choices_is_not_predicted(client: FlaskClient) -> None:
+    validated = client.post("/validate", headers=AUTH, json={"config": CHOICES_AND_LABELS})
+    assert validated.status_code == 200
+    assert validated.json["control"] == "sentiment"
+    assert validated.json["not_predicted"] == [
+        "the <Labels> on a <Text> object 'ner' is not predicted: this backend fills the "
+        "<Choices> on a <Text> object 'sentiment' only"
+    ]
+    assert "'ner' is not predicted" in validated.json["message"]
+    setup = client.post("/setup", headers=AUTH, json={"project": "3.17", "schema": CHOICES_AND_LABELS})
+    assert setup.status_code == 200
+    assert setup.json["not_predicted"] == validated.json["not_predicted"]
+    assert "not_predicted" not in client.post("/validate", headers=AUTH, json={"config": SINGLE}).json
+
+
+def test_setup_refuses_a_labels_only_config_saying_spans_are_not_served_yet(client: FlaskClient) -> None:
+    response = client.post("/setup", headers=AUTH, json={"project": "4.17", "schema": NO_CHOICES})
+    assert response.status_code == 422
+    assert "<Labels> on a <Text> object is not served yet" in response.json["message"]
