@@ -152,7 +152,7 @@ def _mean(rows: list[dict[str, Any]], key: str) -> float:
 
 
 def _optional(rows: list[dict[str, Any]], key: str, spec: str) -> str:
-    return format(_mean(rows, key), spec) if all(key in r for r in rows) else "-"
+    return format(_mean(rows, key), spec) if all(r.get(key) is not None for r in rows) else "-"
 
 
 def groups(result: dict[str, Any]) -> dict[tuple[str, int, int], list[dict[str, Any]]]:
@@ -180,7 +180,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"{_mean(rows, 'holdout_fast'):.2f} / {_mean(rows, 'holdout_finetuned'):.2f} | "
             f"{published} of {len(rows)} | "
             f"{_mean(rows, 'finetune_fit_s'):.0f} | {_optional(rows, 'refit_s', '.0f')} | "
-            f"{_mean(rows, 'fast_fit_s'):.1f} | {_mean(rows, 'peak_mb'):.0f} |"
+            f"{_optional(rows, 'fast_fit_s', '.1f')} | {_mean(rows, 'peak_mb'):.0f} |"
         )
     goal = [r for r in result["rows"] if (r["corpus"], r["labels"], r["min_steps"]) == (GOAL[0], GOAL[1], 60)]
     if goal:
@@ -221,14 +221,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--refit", action="store_true", help="also refit on every label after the held-out verdict")
     parser.add_argument("--no-ablation", action="store_true", help="skip the min_steps=0 run")
     parser.add_argument("--out", default="finetune")
+    parser.add_argument("--render-only", action="store_true", help="rebuild the .md and .png from the .json")
     parser.add_argument("--probe", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.probe:
         probe(args.probe)
         return 0
-    result = run(args.seeds, args.corpora, args.sizes, args.refit, not args.no_ablation)
     out = RESULTS / f"{args.out}.json"
-    out.write_text(json.dumps(result, indent=1))
+    if args.render_only:
+        write_outputs(out, json.loads(out.read_text()), markdown, plot)
+        return 0
+    result = run(args.seeds, args.corpora, args.sizes, args.refit, not args.no_ablation)
+    out.write_text(json.dumps(result, indent=1, default=float))
     write_outputs(out, result, markdown, plot)
     return 0
 

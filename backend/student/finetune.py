@@ -54,7 +54,7 @@ def wins(fast_right: Sequence[bool], tuned_right: Sequence[bool], margin: float 
     if tuned.mean() - fast.mean() < margin:
         return False
     only_tuned, only_fast = int((tuned & ~fast).sum()), int((fast & ~tuned).sum())
-    return binomtest(only_tuned, only_tuned + only_fast, 0.5, alternative="greater").pvalue < alpha
+    return bool(binomtest(only_tuned, only_tuned + only_fast, 0.5, alternative="greater").pvalue < alpha)
 
 
 def skip_reason(mode: str, multi_label: bool, labelled: int, min_labels: int, max_labels: int) -> str | None:
