@@ -1,6 +1,8 @@
 """The cascade, cheapest first, against the strong LLM alone: TREC-6 and SMS spam, on this CPU.
 
-    python -m bench.cascade                     # both corpora, students on 100 and 300 margin-chosen labels
+    python -m bench.cascade                     # both corpora, students on 100 and 300 margin-chosen labels,
+                                                # 100 checks and 200 test items each (~30 min on 2 loaded cores)
+    python -m bench.cascade --checks 150 --test 300   # larger sets (~1.5x the LLM time)
     python -m bench.cascade --datasets sms_spam --labels 100 --checks 60 --test 60 --no-cheap   # smoke run
     python -m bench.cascade --render-only       # rebuild cascade.md / .png from cascade.json
 
@@ -436,6 +438,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         started = time.perf_counter()
         embed_texts("minilm", data.pool + data.test)
         log(f"{dataset}: {len(data.pool) + len(data.test)} texts embedded in {time.perf_counter() - started:.0f} s")
+    save_embeddings("minilm")  # kept before the LLM is asked: a run stopped there need not encode them again
     models = [args.strong_model] + ([args.cheap_model] if args.cheap_model else [])
     records: dict[str, dict[str, list]] = {d: {} for d in args.datasets}
     for model in models:
@@ -458,7 +461,7 @@ def _f(value: float | None, digits: int = 3) -> str:
 
 
 def _x(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}x"
+    return "n/a" if value is None else f"{value:.3f}x" if value < 0.1 else f"{value:.2f}x"
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -504,8 +507,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"target precisions {', '.join(map(str, SWEEP))} (each threshold from the checks), the cheapest at "
         "least as accurate as the strong LLM labelling everything.",
         "",
-        "| corpus | chain | human labels (student) | accuracy | share labelled by the student | LLM calls | $ "
-        "| $ vs strong-only | matched accuracy: $ vs strong-only (target, accuracy) |",
+        "| corpus | chain | human labels (student) | accuracy | share the student took (at its threshold) "
+        "| LLM calls | $ | $ vs strong-only | matched accuracy: $ vs strong-only (target, accuracy) |",
         "|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for dataset, d in result["datasets"].items():
@@ -520,6 +523,7 @@ def markdown(result: dict[str, Any]) -> str:
             lines.append(f"| {dataset} | {chain['chain']} | {chain['labels'] or ''} | {p['forced_accuracy']:.3f} "
                          f"| {share:.2f} | {p['llm_calls']} | {p['dollars']:.4f} | {_x(r.get('dollar_ratio'))} "
                          f"| {matched} |")  # fmt: skip
+    lines += sweep_lines(result)
     lines += ["", "## The stages' checks", "",
               "| corpus | stage | checks | accuracy raw / bias-corrected / calibrated (out of fold) | threshold at "
               f"{target} (checked precision, support) | calibration cost: calls, tokens, s |",
@@ -539,6 +543,29 @@ def markdown(result: dict[str, Any]) -> str:
                          f"{c['threshold_support'] or 0}) | {int(cost['requests'])}, {tokens:,}, "
                          f"{cost['seconds']:.0f} |")  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def sweep_lines(result: dict[str, Any]) -> list[str]:
+    """Strong-only and the two-stage cascades at every target precision: the thresholds the checks give."""
+    lines = ["", "## Every target precision (thresholds from the checks at each)", "",
+             "Coverage and accuracy of the automatic labels with a human last; accuracy and dollars with every "
+             "item labelled. Dollars against strong-only at the same target.", "",
+             "| corpus | chain | human labels (student) | target | thresholds | coverage | accuracy of the automatic "
+             "labels | accuracy, every item labelled | LLM calls | $ vs strong-only |",
+             "|---|---|---:|---:|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for dataset, d in result["datasets"].items():
+        strong = d["chains"][STRONG_ONLY]["by_target"]
+        for chain in d["chains"].values():
+            if chain["chain"] not in (STRONG_ONLY, "student → strong"):
+                continue
+            for target, p in sorted(chain["by_target"].items(), key=lambda kv: float(kv[0])):
+                gates = ", ".join(f"{name} {_f(s['threshold'], 2)}" for name, s in p["stages"].items())
+                base = strong[target]["dollars"]
+                ratio = _x(p["dollars"] / base) if base and chain["chain"] != STRONG_ONLY else ""
+                lines.append(f"| {dataset} | {chain['chain']} | {chain['labels'] or ''} | {target} | {gates} "
+                             f"| {p['coverage']:.2f} | {_f(p['auto_accuracy'])} | {p['forced_accuracy']:.3f} "
+                             f"| {p['llm_calls']} | {ratio} |")  # fmt: skip
+    return lines
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
@@ -576,8 +603,8 @@ def parser() -> argparse.ArgumentParser:
     options.add_argument("--datasets", nargs="+", default=["trec6", "sms_spam"], choices=["trec6", "sms_spam"])
     options.add_argument("--labels", nargs="+", type=int, default=[100, 300], help="human labels the student has")
     options.add_argument("--selection", choices=["margin", "random"], default="margin")
-    options.add_argument("--checks", type=int, default=150, help="human-labelled checks per corpus")
-    options.add_argument("--test", type=int, default=300, help="test items routed per corpus")
+    options.add_argument("--checks", type=int, default=100, help="human-labelled checks per corpus")
+    options.add_argument("--test", type=int, default=200, help="test items routed per corpus")
     options.add_argument("--max-pool", type=int, default=2000)
     options.add_argument("--seed", type=int, default=0)
     options.add_argument("--target", type=float, default=TARGET, help="target precision (AUTO_ACCEPT_PRECISION)")
