@@ -184,8 +184,10 @@ def markdown(result: dict[str, Any]) -> str:
         )
     goal = [r for r in result["rows"] if (r["corpus"], r["labels"], r["min_steps"]) == (GOAL[0], GOAL[1], 60)]
     if goal:
+        refit = _optional(goal, "refit_accuracy", ".3f")
         lines += ["", f"Goal: {GOAL[0]} >= {GOAL[2]} at {GOAL[1]} labels: fine-tuned "
-                  f"{_mean(goal, 'finetuned_accuracy'):.3f}, fast {_mean(goal, 'fast_accuracy'):.3f}."]  # fmt: skip
+                  f"{_mean(goal, 'finetuned_accuracy'):.3f}" + ("" if refit == "-" else f", refitted on all {refit}")
+                  + f", fast {_mean(goal, 'fast_accuracy'):.3f}."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

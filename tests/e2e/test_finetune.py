@@ -50,6 +50,7 @@ def test_a_worker_trains_the_fast_student_then_publishes_the_fine_tuned_one(
         comparison = meta["finetune"]
         assert comparison["labels"] == 40 and comparison["held_out"] == 8 and comparison["published"]
         assert comparison["finetuned_accuracy"] >= comparison["fast_accuracy"]
+        assert comparison["refitted"]  # trained again on all 40 once the held-out fifth had decided
         assert meta["task_ids"] == sorted(t.id for t in labelled) and meta["reason"].startswith("fine-tuned after v")
         fast = store.load(project_id, meta["reason"].removeprefix("fine-tuned after "))
         assert fast is not None and isinstance(fast.model, StudentModel) and fast.meta["task_ids"] == meta["task_ids"]

@@ -16,9 +16,10 @@ from backend.jobs.finetune import run_finetune
 from backend.jobs.queue import TRAIN, coalescer_for
 from backend.jobs.running import JobContext
 from backend.jobs.training import run_training
+from backend.labeling import Example
 from backend.settings import Settings
 from backend.student import ModelStore
-from backend.student.finetune import FineTunedStudent
+from backend.student.finetune import FineTunedStudent, FineTuneStopped
 from tests.integration.test_preannotate import FakeLabelStudio, texts
 
 pytestmark = pytest.mark.integration
@@ -110,3 +111,31 @@ def test_a_waiting_job_an_idle_worker_takes_at_once_is_no_reason_to_yield(traine
     assert not stop() and stop.waiting_since is not None  # seen waiting, not yet for YIELD_AFTER seconds
     job.delete()
     assert not stop() and stop.waiting_since is None  # taken: the clock starts again
+
+
+class RefitAskingOnce:
+    """Refits as FineTunedEncoder does: asking whether to stop between batches."""
+
+    def refit(self, texts, targets, should_stop):  # type: ignore[no-untyped-def]
+        if should_stop():
+            raise FineTuneStopped("asked to stop")
+        return self
+
+
+def test_the_refit_on_all_labels_keeps_the_four_fifths_model_when_out_of_time_and_stops_for_new_labels(
+    trained, redis_conn: redis.Redis
+) -> None:
+    from backend.jobs.finetune import StopCheck, refit_on_all
+
+    ctx, _ = trained()
+    latest = ctx.store.latest_version(PROJECT)
+    examples = [Example(1, "great", ("Positive",)), Example(2, "awful", ("Negative",))]
+
+    def check(deadline: float) -> StopCheck:
+        return StopCheck(ctx, PROJECT, latest, deadline)  # type: ignore[arg-type]
+
+    assert refit_on_all(RefitAskingOnce(), examples, check(float("inf")), lambda _: None) is True  # type: ignore[arg-type]
+    assert refit_on_all(RefitAskingOnce(), examples, check(0.0), lambda _: None) is False  # type: ignore[arg-type]
+    coalescer_for(redis_conn, ctx.settings, TRAIN).request(PROJECT, "train-61-next")
+    with pytest.raises(FineTuneStopped):
+        refit_on_all(RefitAskingOnce(), examples, check(float("inf")), lambda _: None)  # type: ignore[arg-type]
