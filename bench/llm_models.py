@@ -98,10 +98,10 @@ class CountingCache(DiskCache):
         self._local.served = Usage()
 
 
-def label_config(dataset: str) -> str:
-    """The single-choice template with this dataset's labels, each with its hint."""
+def label_config(dataset: str, template: Path = TEMPLATE) -> str:
+    """The single-choice template (or `template`) with this dataset's labels, each with its hint."""
     labels = LABELS[dataset]
-    root = ET.fromstring(render(TEMPLATE.read_text(), [name for name, _ in labels.values()]))
+    root = ET.fromstring(render(template.read_text(), [name for name, _ in labels.values()]))
     hints = dict(labels.values())
     for choice in root.iter("Choice"):
         choice.set("hint", hints[choice.get("value", "")])

@@ -43,7 +43,6 @@ import math
 import os
 import sys
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -53,14 +52,14 @@ from typing import Any
 import numpy as np
 
 from backend.labeling import TaskSpec, parse_label_config
-from backend.labeling.templates import render
 from backend.llm.calibration import cross_calibrated, expected_calibration_error
 from backend.llm.client import LLMAnswer, LLMClient
 from backend.llm.factory import embedded_llm_client
 from backend.llm.local import DEFAULT_LOCAL_MODEL
 from backend.llm.prompts import Prompt, build_prompt
 from backend.llm.scoring import label_set
-from bench.llm_models import DEFAULT_VENV, LABELS, embedded_llm, sample
+from bench.llm_models import DEFAULT_VENV, embedded_llm, sample
+from bench.llm_models import label_config as hinted_config
 from bench.spine import log, machine
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,12 +71,7 @@ EPS = 1e-6
 
 def label_config(dataset: str = DATASET) -> str:
     """The multiple-choice template with the dataset's readable labels, each with its hint."""
-    labels = LABELS[dataset]
-    root = ET.fromstring(render(TEMPLATE.read_text(), [name for name, _ in labels.values()]))
-    hints = dict(labels.values())
-    for choice in root.iter("Choice"):
-        choice.set("hint", hints[choice.get("value", "")])
-    return ET.tostring(root, encoding="unicode")
+    return hinted_config(dataset, TEMPLATE)
 
 
 @dataclass(frozen=True)
